@@ -1,0 +1,172 @@
+"""The one façade that every front-end (CLI, web app, notebook) calls.
+
+    >>> from gpt_demo.api import load_engine
+    >>> engine = load_engine()                                    # doctest: +SKIP
+    >>> engine.chat("What is the capital of France?", temperature=0).text   # doctest: +SKIP
+    'The capital of France is Paris.'
+    >>> for delta in engine.stream_chat("Tell me a joke", max_tokens=40):   # doctest: +SKIP
+    ...     print(delta, end="")
+    >>> engine.next_tokens("The best thing about AI is its ability to", top_k=5)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Union
+
+from .chat import Conversation, RenderedPrompt
+from .config import Settings
+from .generation.params import GenerationParams
+from .generation.results import Completion, TokenProb
+from .models.loading import LoadConfig, LoadedModel
+
+Messages = Union[str, list, Conversation]
+
+
+class Engine:
+    """A loaded model plus everything you can do with it. Build one with ``load_engine``."""
+
+    def __init__(self, loaded: LoadedModel, defaults: GenerationParams | None = None):
+        self.loaded = loaded
+        self.defaults = defaults or GenerationParams()
+
+    # -- what is loaded -------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.loaded.name
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    @property
+    def context_window(self) -> int:
+        return self.loaded.context_window
+
+    def describe(self) -> dict:
+        """A dict for display: model, device, quantization, context window, memory footprint."""
+        return {
+            "model": self.loaded.name,
+            "source": f"{self.loaded.source.kind}:{self.loaded.source.location}",
+            "device": self.loaded.device,
+            "quantization": self.loaded.quantization,
+            "adapter": self.loaded.adapter,
+            "context_window": self.context_window,
+            "memory_footprint_mb": round(self.loaded.memory_footprint / 2**20, 1),
+        }
+
+    # -- parameters and prompts -----------------------------------------------------
+    def params(self, params: GenerationParams | dict | None = None, **overrides) -> GenerationParams:
+        """Resolve ``params`` (or the engine defaults) with keyword ``overrides`` applied and validated."""
+        if isinstance(params, dict):
+            params = GenerationParams.from_dict(params)
+        base = params or self.defaults
+        known = set(GenerationParams.__dataclass_fields__)
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown generation parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return base.replace(**overrides)
+
+    def conversation(self, messages: Messages, system: str | None = None) -> Conversation:
+        """Normalise a string, an OpenAI message list or a ``Conversation``."""
+        if isinstance(messages, Conversation):
+            conv = Conversation(system=messages.system, turns=list(messages.turns))
+        elif isinstance(messages, str):
+            conv = Conversation().add("user", messages)
+        elif isinstance(messages, list):
+            conv = Conversation.from_messages(messages)
+        else:
+            raise ValueError(f"messages={messages!r} is not allowed; give a string, a list of messages or a Conversation")
+        if system is not None:
+            conv.system = system or None
+        return conv
+
+    def _prompt_budget(self, params: GenerationParams) -> int:
+        # Leave room for the answer, but never squeeze the prompt below half the window.
+        return max(self.context_window - params.max_tokens, self.context_window // 2)
+
+    def render_chat(self, messages: Messages, params: GenerationParams, system: str | None = None) -> RenderedPrompt:
+        conv = self.conversation(messages, system)
+        return conv.prompt_ids(self.tokenizer, self._prompt_budget(params), prefill=params.inject_start_text)
+
+    def render_raw(self, prompt: str, params: GenerationParams) -> RenderedPrompt:
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"prompt={prompt!r} is not allowed; give a non-empty string")
+        ids = self.tokenizer(prompt + params.inject_start_text)["input_ids"]
+        budget = self._prompt_budget(params)
+        clipped = max(0, len(ids) - budget)
+        return RenderedPrompt(ids[clipped:], 0, clipped)
+
+    # -- generation -----------------------------------------------------------------
+    def _run(self, rendered: RenderedPrompt, params: GenerationParams) -> Completion:
+        from .generation.decoding import decode, run_to_end
+
+        completion = run_to_end(decode(self.loaded, rendered.ids, params))
+        completion.truncated_messages = rendered.dropped_messages
+        for choice in completion.choices:
+            choice.text = params.inject_start_text + choice.text + params.inject_restart_text
+        return completion
+
+    def _stream(self, rendered: RenderedPrompt, params: GenerationParams) -> Iterator[str]:
+        from .generation.decoding import decode, run_to_end, stream_text
+
+        if params.inject_start_text:
+            yield params.inject_start_text
+        gen = decode(self.loaded, rendered.ids, params)
+        if params.candidates > 1:  # the winner is known only at the end
+            yield run_to_end(gen).text
+        else:
+            yield from stream_text(gen)
+        if params.inject_restart_text:
+            yield params.inject_restart_text
+
+    def chat(self, messages: Messages, params=None, *, system: str | None = None, **overrides) -> Completion:
+        """Answer ``messages`` (a string is one user message) through the chat template."""
+        params = self.params(params, **overrides)
+        return self._run(self.render_chat(messages, params, system), params)
+
+    def stream_chat(self, messages: Messages, params=None, *, system: str | None = None, **overrides) -> Iterator[str]:
+        """Like ``chat`` but yields text deltas as they are generated (choice 0)."""
+        params = self.params(params, **overrides)
+        return self._stream(self.render_chat(messages, params, system), params)
+
+    def complete(self, prompt: str, params=None, **overrides) -> Completion:
+        """Continue ``prompt`` as raw text (no chat template), like OpenAI's completions endpoint."""
+        params = self.params(params, **overrides)
+        return self._run(self.render_raw(prompt, params), params)
+
+    def stream_complete(self, prompt: str, params=None, **overrides) -> Iterator[str]:
+        params = self.params(params, **overrides)
+        return self._stream(self.render_raw(prompt, params), params)
+
+    # -- looking inside -------------------------------------------------------------
+    def next_tokens(self, text: str, top_k: int = 10, temperature: float = 1.0) -> list[TokenProb]:
+        """The ``top_k`` most likely next tokens after raw ``text`` at ``temperature``."""
+        from .generation.distribution import next_token_distribution
+
+        return next_token_distribution(self.loaded, text, top_k=top_k, temperature=temperature)
+
+    def score(self, prompt_ids: list[int], completion_ids: list[int]) -> float:
+        """Total log-probability of ``completion_ids`` following ``prompt_ids``."""
+        from .generation.distribution import sequence_logprob
+
+        return sequence_logprob(self.loaded, prompt_ids, completion_ids)
+
+
+def load_engine(
+    model: str | None = None,
+    quantize: str | None = None,
+    device: str | None = None,
+    *,
+    settings: Settings | None = None,
+    progress: bool = True,
+    defaults: GenerationParams | None = None,
+) -> Engine:
+    """Load a model (default: SmolLM2-135M-Instruct from its package) and wrap it in an ``Engine``.
+
+    Arguments left as None come from ``settings`` (default: the ``GPT_DEMO_*`` environment).
+    """
+    from .models.loading import load_model
+
+    settings = settings or Settings.from_env()
+    cfg = LoadConfig.from_settings(settings, model=model, quantize=quantize, device=device, progress=progress)
+    return Engine(load_model(cfg), defaults=defaults)

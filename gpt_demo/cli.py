@@ -1,0 +1,237 @@
+"""The ``gpt-demo`` command line.
+
+    gpt-demo chat                                   # interactive, streaming
+    gpt-demo generate "What is the capital of France?" --temperature 0
+    gpt-demo generate "Once upon a time" --raw --max-tokens 40 --stop "."
+    gpt-demo next-tokens "The best thing about AI is its ability to" --top-k 10
+    gpt-demo models
+
+Parsing imports nothing heavy: ``gpt-demo --help`` never imports torch. Each
+subcommand is one ``cmd_<name>`` function over the ``gpt_demo.api`` façade.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Sequence
+
+from . import __version__
+from .config import DEVICE_CHOICES, QUANTIZE_CHOICES
+
+PARAM_FLAGS = {
+    # flag: (GenerationParams field, type, help)
+    "--temperature": ("temperature", float, "0-2; 0 is greedy"),
+    "--top-p": ("top_p", float, "(0-1] nucleus sampling mass"),
+    "--max-tokens": ("max_tokens", int, "most new tokens"),
+    "--frequency-penalty": ("frequency_penalty", float, "-2 to 2"),
+    "--presence-penalty": ("presence_penalty", float, "-2 to 2"),
+    "--n": ("n", int, "number of answers"),
+    "--best-of": ("best_of", int, "candidates; the n most likely win"),
+    "--seed": ("seed", int, "repeatable sampling"),
+    "--top-logprobs": ("top_logprobs", int, "alternatives per token (implies logprobs, with --json)"),
+    "--inject-start-text": ("inject_start_text", str, "text the answer starts from"),
+    "--inject-restart-text": ("inject_restart_text", str, "text appended after the answer"),
+}
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="registry name, hub id, local dir or .gguf (default: $GPT_DEMO_MODEL or smollm2-135m-instruct)")
+    g.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="bitsandbytes quantization (default: none)")
+    g.add_argument("--device", choices=DEVICE_CHOICES, help="default: auto")
+
+
+def _add_param_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("generation parameters (OpenAI names and ranges)")
+    for flag, (dest, kind, text) in PARAM_FLAGS.items():
+        g.add_argument(flag, dest=dest, type=kind, help=text)
+    g.add_argument("--stop", action="append", help="stop sequence (repeat up to 4 times)")
+    g.add_argument("--system", help="system prompt")
+
+
+def _params(args: argparse.Namespace):
+    from .generation.params import GenerationParams
+
+    values = {dest: getattr(args, dest) for dest, _, _ in PARAM_FLAGS.values() if getattr(args, dest) is not None}
+    if args.stop:
+        values["stop"] = tuple(args.stop)
+    if values.get("top_logprobs"):
+        values["logprobs"] = True
+    return GenerationParams.from_dict(values)
+
+
+def _engine(args: argparse.Namespace):
+    from .api import load_engine
+
+    print("Loading model...", file=sys.stderr, flush=True)
+    return load_engine(model=args.model, quantize=args.quantize, device=args.device)
+
+
+def _read_stdin_text(what: str) -> str:
+    if sys.stdin is None or sys.stdin.isatty():
+        raise ValueError(f"{what} is missing; give it as an argument or on standard input")
+    text = sys.stdin.read()
+    if not text.strip():
+        raise ValueError(f"{what}='' is not allowed; standard input was empty")
+    return text
+
+
+# -- subcommands ----------------------------------------------------------------------
+def cmd_generate(args: argparse.Namespace) -> int:
+    params = _params(args)  # validate before the (slow) load
+    prompt = args.prompt if args.prompt is not None else _read_stdin_text("prompt")
+    engine = _engine(args)
+    if args.raw:
+        run, stream = (lambda: engine.complete(prompt, params)), (lambda: engine.stream_complete(prompt, params))
+    else:
+        run = lambda: engine.chat(prompt, params, system=args.system)  # noqa: E731
+        stream = lambda: engine.stream_chat(prompt, params, system=args.system)  # noqa: E731
+    if args.json or params.n > 1:
+        completion = run()
+        if args.json:
+            print(json.dumps(completion.to_dict(), ensure_ascii=False))
+        else:
+            for choice in completion.choices:
+                print(f"--- choice {choice.index} (total logprob {choice.total_logprob:.2f})\n{choice.text}")
+        return 0
+    for delta in stream():
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+CHAT_HELP = "Commands: /reset (new conversation), /undo (drop the last exchange), /system TEXT, /exit."
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .chat import Conversation
+
+    params = _params(args)
+    engine = _engine(args)
+    conv = Conversation(system=args.system)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"Chatting with {engine.model_name}. {CHAT_HELP}", file=sys.stderr)
+    while True:
+        try:
+            line = input(">>> " if interactive else "")
+        except EOFError:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            break
+        if text == "/reset":
+            conv.clear()
+            print("(new conversation)", file=sys.stderr)
+            continue
+        if text == "/undo":
+            conv.undo(), conv.undo()
+            continue
+        if text.startswith("/system"):
+            conv.system = text[len("/system") :].strip() or None
+            print(f"(system prompt: {conv.system!r})", file=sys.stderr)
+            continue
+        conv.add("user", text)
+        reply = []
+        for delta in engine.stream_chat(conv, params):
+            reply.append(delta)
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        conv.add("assistant", "".join(reply))
+    return 0
+
+
+def cmd_next_tokens(args: argparse.Namespace) -> int:
+    from .generation.distribution import _check_temperature
+
+    _check_temperature(args.temperature)
+    text = args.text if args.text is not None else _read_stdin_text("text")
+    engine = _engine(args)
+    rows = engine.next_tokens(text, top_k=args.top_k, temperature=args.temperature)
+    if args.json:
+        print(json.dumps([vars(r) for r in rows], ensure_ascii=False))
+        return 0
+    width = max(len(repr(r.token)) for r in rows)
+    for r in rows:
+        bar = "█" * round(r.prob * 40)
+        print(f"{r.token!r:<{width}}  {100 * r.prob:6.2f} %  {bar}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .config import Settings
+    from .models.registry import list_models
+
+    models = list_models()
+    settings = Settings.from_env()
+    caches = sorted(p.name for p in settings.models_dir.glob("*") if p.is_dir() and not p.name.startswith("."))
+    if args.json:
+        print(json.dumps({"models": models, "cache_dir": str(settings.models_dir), "caches": caches}))
+        return 0
+    for m in models:
+        where = f"offline from {m['packaged_gguf']}" if m["packaged_gguf"] else f"from the hub ({m['hub_id']})"
+        default = "  (default)" if m["name"] == settings.model else ""
+        print(f"{m['name']}{default}\n    {m['description']}\n    loads {where}")
+    print("Any hub id (owner/name), local model directory or .gguf file also works with --model.")
+    print(f"Converted caches in {settings.models_dir}: {', '.join(caches) or 'none yet'}")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpt-demo",
+        description="Run, look inside, fine-tune and align a real GPT-style chat model on your own machine.",
+    )
+    parser.add_argument("--version", action="version", version=f"gpt-demo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("chat", cmd_chat, "Interactive chat in the terminal (streams the answer).")
+    _add_model_flags(p), _add_param_flags(p)
+
+    p = add("generate", cmd_generate, "One answer to PROMPT (through the chat template unless --raw).")
+    p.add_argument("prompt", nargs="?", help="the prompt (default: standard input)")
+    p.add_argument("--raw", action="store_true", help="continue the text as is, without the chat template")
+    p.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
+    _add_model_flags(p), _add_param_flags(p)
+
+    p = add("next-tokens", cmd_next_tokens, "The most likely next tokens after TEXT, with probabilities.")
+    p.add_argument("text", nargs="?", help="the text (default: standard input)")
+    p.add_argument("--top-k", type=int, default=10, help="rows to show (default 10)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0-2 (default 1.0)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_model_flags(p)
+
+    p = add("models", cmd_models, "List the known models and the converted caches.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError) as exc:
+        print(f"gpt-demo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

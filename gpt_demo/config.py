@@ -1,0 +1,85 @@
+"""The one place that reads environment variables.
+
+    >>> from gpt_demo.config import Settings
+    >>> s = Settings.from_env({"GPT_DEMO_HOME": "/tmp/gd", "GPT_DEMO_QUANTIZE": "4bit"})
+    >>> s.quantize, str(s.models_dir)
+    ('4bit', '/tmp/gd/models')
+
+Every other module takes a ``Settings`` (or the values in it) as an argument, so
+tests point ``GPT_DEMO_HOME`` at a temporary directory and nothing leaks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+QUANTIZE_CHOICES = ("none", "8bit", "4bit")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def check_choice(field_name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``allowed``, else raise a ValueError naming all three."""
+    if value not in allowed:
+        raise ValueError(f"{field_name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+    return value
+
+
+def _default_home() -> Path:
+    return Path("~/.cache/gpt-demo").expanduser()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Machine-wide settings, from the environment (``GPT_DEMO_*``) or CLI flags."""
+
+    home: Path = field(
+        default_factory=_default_home,
+        metadata={"help": "Data directory: model caches, adapters, the rankings store (GPT_DEMO_HOME)."},
+    )
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "Registry name, hub id, local directory or .gguf path (GPT_DEMO_MODEL)."},
+    )
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda (GPT_DEMO_DEVICE)."})
+    quantize: str = field(default="none", metadata={"help": "none | 8bit | 4bit (GPT_DEMO_QUANTIZE)."})
+    offline: bool = field(
+        default=False,
+        metadata={"help": "Never contact the hub (GPT_DEMO_OFFLINE=1 or HF_HUB_OFFLINE=1)."},
+    )
+
+    def __post_init__(self) -> None:
+        check_choice("device", self.device, DEVICE_CHOICES)
+        check_choice("quantize", self.quantize, QUANTIZE_CHOICES)
+        if not self.model:
+            raise ValueError("model='' is not allowed; give a registry name, hub id or path")
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.home) / "models"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Build settings from ``env`` (default ``os.environ``); non-None ``overrides`` win."""
+        env = os.environ if env is None else env
+        values: dict = {}
+        if env.get("GPT_DEMO_HOME"):
+            values["home"] = Path(env["GPT_DEMO_HOME"]).expanduser()
+        for name in ("model", "device", "quantize"):
+            key = f"GPT_DEMO_{name.upper()}"
+            if env.get(key):
+                values[name] = env[key]
+        truthy = ("1", "true", "yes", "on")
+        values["offline"] = (
+            env.get("GPT_DEMO_OFFLINE", "").lower() in truthy or env.get("HF_HUB_OFFLINE", "").lower() in truthy
+        )
+        known = {f.name for f in fields(cls)}
+        for key, value in overrides.items():
+            if key not in known:
+                raise TypeError(f"unknown setting {key!r}; known: {', '.join(sorted(known))}")
+            if value is not None:
+                values[key] = Path(value) if key == "home" else value
+        return cls(**values)

@@ -1,0 +1,23 @@
+"""Model specs, the GGUF-to-safetensors cache and (quantized) loading.
+
+    >>> from gpt_demo.models import LoadConfig, load_model
+    >>> loaded = load_model(LoadConfig())          # doctest: +SKIP
+    >>> loaded.name
+    'smollm2-135m-instruct'
+"""
+
+from .loading import LoadConfig, LoadedModel, load_model, quantization_config, resolve_device
+from .registry import REGISTRY, ModelSpec, ResolvedModel, list_models, resolve_model
+
+__all__ = [
+    "LoadConfig",
+    "LoadedModel",
+    "load_model",
+    "quantization_config",
+    "resolve_device",
+    "REGISTRY",
+    "ModelSpec",
+    "ResolvedModel",
+    "list_models",
+    "resolve_model",
+]

@@ -1,0 +1,155 @@
+"""Load a chat model and its tokenizer, optionally quantized with bitsandbytes.
+
+    >>> from gpt_demo.models import LoadConfig, load_model
+    >>> loaded = load_model(LoadConfig(quantize="4bit"))   # doctest: +SKIP
+    >>> loaded.quantization, loaded.device                  # doctest: +SKIP
+    ('4bit', 'cpu')
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import DEFAULT_MODEL, DEVICE_CHOICES, QUANTIZE_CHOICES, check_choice
+from .gguf_cache import ensure_cache
+from .registry import ResolvedModel, resolve_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """What to load and how."""
+
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "Registry name, hub id (owner/name), local directory or .gguf file."},
+    )
+    quantize: str = field(default="none", metadata={"help": "none | 8bit | 4bit (bitsandbytes; 4bit is nf4)."})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when present) | cpu | cuda."})
+    models_dir: Path = field(
+        default_factory=lambda: Path("~/.cache/gpt-demo/models").expanduser(),
+        metadata={"help": "Where converted GGUF caches live ($GPT_DEMO_HOME/models)."},
+    )
+    offline: bool = field(default=False, metadata={"help": "Never contact the hub."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar for the one-time conversion."})
+
+    def __post_init__(self) -> None:
+        check_choice("quantize", self.quantize, QUANTIZE_CHOICES)
+        check_choice("device", self.device, DEVICE_CHOICES)
+
+    @classmethod
+    def from_settings(cls, settings, **overrides) -> "LoadConfig":
+        values = dict(
+            model=settings.model,
+            quantize=settings.quantize,
+            device=settings.device,
+            models_dir=settings.models_dir,
+            offline=settings.offline,
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for generation: what every other core module receives."""
+
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any  # transformers PreTrainedTokenizerBase
+    name: str
+    source: ResolvedModel
+    device: str
+    quantization: str
+    adapter: str | None = None
+
+    @property
+    def context_window(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+
+    @property
+    def memory_footprint(self) -> int:
+        """Bytes held by parameters and buffers (transformers' ``get_memory_footprint``)."""
+        return int(self.model.get_memory_footprint())
+
+
+def resolve_device(device: str) -> str:
+    """Map ``auto`` to ``cuda`` or ``cpu``; refuse ``cuda`` on a machine without it."""
+    import torch
+
+    check_choice("device", device, DEVICE_CHOICES)
+    has_cuda = torch.cuda.is_available()
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if device == "cuda" and not has_cuda:
+        raise ValueError("device='cuda' but torch sees no CUDA device; use device='cpu' or 'auto'")
+    return device
+
+
+def quantization_config(quantize: str, device: str):
+    """The ``BitsAndBytesConfig`` for ``quantize`` (None for ``none``); clear errors when impossible."""
+    check_choice("quantize", quantize, QUANTIZE_CHOICES)
+    if quantize == "none":
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(
+            f"quantize={quantize!r} needs bitsandbytes, which is not installed: pip install 'bitsandbytes>=0.45'"
+        )
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    # bf16 is the fast compute type on CUDA; CPUs without AMX are faster in float32.
+    compute = torch.bfloat16 if device == "cuda" else torch.float32
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+def _weights_location(source: ResolvedModel, cfg: LoadConfig) -> str:
+    if source.is_gguf:
+        return str(ensure_cache(Path(source.location), cfg.models_dir, progress=cfg.progress))
+    return source.location
+
+
+def load_model(cfg: LoadConfig = LoadConfig()) -> LoadedModel:
+    """Resolve, (convert,) and load ``cfg.model``; returns a ``LoadedModel`` in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_model(cfg.model, offline=cfg.offline)
+    device = resolve_device(cfg.device)
+    bnb = quantization_config(cfg.quantize, device)
+    location = _weights_location(source, cfg)
+    kwargs: dict[str, Any] = {"local_files_only": cfg.offline or source.kind != "hub"}
+    if bnb is not None:
+        # accelerate places the quantized layers; bitsandbytes >= 0.45 runs them on CPU too.
+        kwargs.update(quantization_config=bnb, device_map={"": device}, dtype=torch.float32)
+    elif device == "cuda":
+        kwargs.update(device_map={"": "cuda"}, dtype=torch.bfloat16)
+    else:
+        kwargs.update(dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=kwargs["local_files_only"])
+        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except OSError as exc:
+        raise RuntimeError(f"model={cfg.model!r}: could not load weights from {location}: {exc}") from exc
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=source.name,
+        source=source,
+        device=device,
+        quantization=cfg.quantize,
+    )

@@ -1,0 +1,170 @@
+"""Model registry, the GGUF -> safetensors cache, and (quantized) loading, on the real default model.
+
+    .venv/bin/python -m pytest tests/test_models.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt_demo.models import LoadConfig, load_model, quantization_config, resolve_device, resolve_model
+from gpt_demo.models import gguf_cache
+from gpt_demo.models.gguf_cache import MANIFEST, ensure_cache, verify_cache
+
+QUESTION = "What is the capital of France?"
+
+
+def ask_capital(loaded) -> str:
+    from gpt_demo.api import Engine
+
+    return Engine(loaded).chat(QUESTION, temperature=0, max_tokens=16).text
+
+
+# -- registry -------------------------------------------------------------------------
+def test_default_model_resolves_to_the_packaged_gguf():
+    resolved = resolve_model("smollm2-135m-instruct")
+    assert resolved.kind == "gguf"
+    assert Path(resolved.location).is_file() and resolved.location.endswith(".gguf")
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [("HuggingFaceTB/SmolLM2-135M-Instruct", "hub"), ("my-org/my.model_v2", "hub")],
+)
+def test_hub_ids_resolve_online(name, kind):
+    assert resolve_model(name).kind == kind
+
+
+def test_hub_id_offline_is_refused_clearly():
+    with pytest.raises(ValueError, match="offline"):
+        resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct", offline=True)
+
+
+def test_local_directory_needs_config_json(tmp_path):
+    with pytest.raises(ValueError, match="config.json"):
+        resolve_model(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    assert resolve_model(str(tmp_path)).kind == "local"
+
+
+@pytest.mark.parametrize("bad", ["no-such-model", "/nope/model.gguf", "a/b/c"])
+def test_unknown_model_names_what_is_allowed(bad):
+    with pytest.raises(ValueError, match=r"model='" ):
+        resolve_model(bad)
+
+
+# -- loading --------------------------------------------------------------------------
+def test_the_real_default_model_loads_and_answers(engine):
+    info = engine.describe()
+    assert info["model"] == "smollm2-135m-instruct"
+    assert info["device"] == "cpu" and info["quantization"] == "none"
+    assert engine.context_window == 8192
+    assert "Paris" in ask_capital(engine.loaded)
+
+
+def test_the_cache_is_complete_and_reused(engine, settings):
+    source = Path(engine.loaded.source.location)
+    cache = gguf_cache.cache_dir_for(source, settings.models_dir)
+    assert verify_cache(cache) is None
+    manifest = json.loads((cache / MANIFEST).read_text())
+    assert "model.safetensors" in manifest["files"]
+    before = (cache / "model.safetensors").stat().st_mtime_ns
+    assert ensure_cache(source, settings.models_dir, progress=False) == cache
+    assert (cache / "model.safetensors").stat().st_mtime_ns == before  # not rewritten
+
+
+@pytest.fixture
+def cache_copy(engine, settings, tmp_path):
+    """A private copy of the session's converted cache, safe to damage."""
+    source = Path(engine.loaded.source.location)
+    models = tmp_path / "models"
+    target = gguf_cache.cache_dir_for(source, models)
+    shutil.copytree(gguf_cache.cache_dir_for(source, settings.models_dir), target)
+    return source, models, target
+
+
+def test_a_cache_without_manifest_is_half_written(cache_copy):
+    _, _, target = cache_copy
+    (target / MANIFEST).unlink()
+    assert "no manifest" in verify_cache(target)
+
+
+def test_a_crash_mid_conversion_leaves_nothing_that_loads(monkeypatch, tmp_path, engine):
+    source = Path(engine.loaded.source.location)
+
+    def crash(gguf_path, out_dir, progress=True):
+        (Path(out_dir) / "model.safetensors").write_bytes(b"partial")
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(gguf_cache, "convert_gguf", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_cache(source, tmp_path / "models", progress=False)
+    assert list((tmp_path / "models").iterdir()) == []  # no cache dir, no temp dir
+
+
+@pytest.mark.slow
+def test_a_corrupted_cache_is_detected_and_rebuilt(cache_copy):
+    source, models, target = cache_copy
+    weights = target / "model.safetensors"
+    with open(weights, "r+b") as fh:  # flip bytes in the middle of the tensor data
+        fh.seek(weights.stat().st_size // 2)
+        fh.write(b"\x00\xff" * 64)
+    assert "checksum" in verify_cache(target)
+    rebuilt = ensure_cache(source, models, progress=False)
+    assert rebuilt == target and verify_cache(target) is None
+    loaded = load_model(LoadConfig(models_dir=models, device="cpu", offline=True, progress=False))
+    assert "Paris" in ask_capital(loaded)
+
+
+# -- quantization ---------------------------------------------------------------------
+@pytest.mark.parametrize("quantize", ["8bit", "4bit"])
+def test_quantized_loads_are_smaller_and_still_answer(engine, settings, quantize):
+    cfg = LoadConfig(quantize=quantize, device="cpu", models_dir=settings.models_dir, offline=True, progress=False)
+    loaded = load_model(cfg)
+    assert loaded.quantization == quantize
+    assert loaded.memory_footprint < 0.6 * engine.loaded.memory_footprint
+    assert "Paris" in ask_capital(loaded)
+
+
+def test_quantization_config_factory():
+    assert quantization_config("none", "cpu") is None
+    four = quantization_config("4bit", "cpu")
+    assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4" and four.bnb_4bit_use_double_quant
+    assert quantization_config("8bit", "cpu").load_in_8bit
+
+
+def test_bad_load_settings_are_named():
+    with pytest.raises(ValueError, match=r"quantize='3bit'.*none, 8bit, 4bit"):
+        LoadConfig(quantize="3bit")
+    with pytest.raises(ValueError, match=r"device='tpu'"):
+        LoadConfig(device="tpu")
+
+
+def test_missing_bitsandbytes_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(RuntimeError, match="pip install 'bitsandbytes"):
+        quantization_config("4bit", "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_refused():
+    with pytest.raises(ValueError, match="device='cuda'"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == "cpu"
+
+
+# -- GPU (skipped without CUDA) -------------------------------------------------------
+@pytest.mark.gpu
+def test_4bit_on_cuda_generates(settings):
+    cfg = LoadConfig(quantize="4bit", device="cuda", models_dir=settings.models_dir, offline=True, progress=False)
+    loaded = load_model(cfg)
+    assert loaded.device == "cuda" and loaded.model.device.type == "cuda"
+    assert "Paris" in ask_capital(loaded)
