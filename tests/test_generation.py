@@ -1,0 +1,146 @@
+"""The generation engine on the real default model: every playground parameter does what it says.
+
+    .venv/bin/python -m pytest tests/test_generation.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gpt_demo.generation import GenerationParams
+from gpt_demo.generation.decoding import decode, run_to_end
+
+STORY = "Write a long story about a dragon who learns to bake bread."
+
+
+def test_temperature_zero_is_deterministic(engine):
+    a = engine.chat(STORY, temperature=0, max_tokens=24)
+    b = engine.chat(STORY, temperature=0, max_tokens=24)
+    assert a.choices[0].token_ids == b.choices[0].token_ids and a.text
+
+
+def test_the_same_seed_repeats_and_different_seeds_differ(engine):
+    def sample(seed):
+        return engine.chat(STORY, temperature=0.8, seed=seed, max_tokens=16).text
+
+    assert sample(11) == sample(11)
+    assert len({sample(s) for s in (1, 2, 3)}) > 1
+
+
+def test_stop_sequences_cut_the_output_and_never_appear(engine):
+    full = engine.chat(STORY, temperature=0, max_tokens=40).text
+    words = full.split()
+    stop = words[len(words) // 2]
+    stopped = engine.chat(STORY, temperature=0, max_tokens=40, stop=[stop, "zzzz"])
+    assert stop not in stopped.text
+    assert stopped.text == full[: full.index(stop)]
+    assert stopped.choices[0].finish_reason == "stop"
+    streamed = "".join(engine.stream_chat(STORY, temperature=0, max_tokens=40, stop=[stop]))
+    assert streamed == stopped.text
+
+
+def repeat_rate(token_ids):
+    """Share of generated tokens that repeat an earlier generated token."""
+    seen, repeats = set(), 0
+    for t in token_ids:
+        repeats += t in seen
+        seen.add(t)
+    return repeats / len(token_ids)
+
+
+@pytest.mark.parametrize("penalty", ["frequency_penalty", "presence_penalty"])
+def test_penalties_lower_repetition(engine, penalty):
+    prompt = "apple apple apple apple apple apple apple apple"
+    plain = engine.complete(prompt, temperature=0, max_tokens=40).choices[0]
+    penalised = engine.complete(prompt, temperature=0, max_tokens=40, **{penalty: 2.0}).choices[0]
+    assert repeat_rate(plain.token_ids) > 0.5  # the prompt really is repetition-prone
+    assert repeat_rate(penalised.token_ids) < repeat_rate(plain.token_ids) - 0.2
+
+
+def test_best_of_returns_the_candidate_with_the_highest_scored_logprob(engine):
+    params = engine.params(temperature=1.0, seed=5, max_tokens=12)
+    prompt_ids = engine.render_chat("Name a fruit.", params).ids
+    everyone = run_to_end(decode(engine.loaded, prompt_ids, params.replace(n=4, best_of=4)))
+    scores = [engine.score(prompt_ids, c.token_ids) for c in everyone.choices]
+    for choice, score in zip(everyone.choices, scores):
+        assert choice.total_logprob == pytest.approx(score, abs=1e-2 + 1e-3 * abs(score))
+    assert len({tuple(c.token_ids) for c in everyone.choices}) > 1  # real alternatives
+    top = max(range(4), key=scores.__getitem__)
+    # Same seed and batch shape: best_of=4 samples the same four candidates and keeps the top one.
+    best = engine.chat("Name a fruit.", params, best_of=4, n=1)
+    assert len(best.choices) == 1
+    assert best.choices[0].token_ids == everyone.choices[top].token_ids
+    two = engine.chat("Name a fruit.", params, best_of=4, n=2)
+    assert [c.total_logprob for c in two.choices] == sorted((c.total_logprob for c in two.choices), reverse=True)
+    assert engine.score(prompt_ids, best.choices[0].token_ids) == pytest.approx(max(scores), abs=1e-2)
+
+
+def test_max_tokens_is_reached_and_never_exceeded(engine):
+    for limit in (1, 7, 12):
+        choice = engine.chat(STORY, temperature=0.7, seed=1, max_tokens=limit).choices[0]
+        assert len(choice.token_ids) == limit and choice.finish_reason == "length"
+    short = engine.chat("What is the capital of France?", temperature=0, max_tokens=30).choices[0]
+    assert len(short.token_ids) <= 30 and short.finish_reason == "stop"
+
+
+def test_next_token_probabilities_sorted_and_sharpen_as_temperature_falls(engine):
+    text = "The best thing about AI is its ability to"
+    tables = {t: engine.next_tokens(text, top_k=10, temperature=t) for t in (0.5, 1.0, 1.5)}
+    for rows in tables.values():
+        probs = [r.prob for r in rows]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+    assert tables[0.5][0].prob > tables[1.0][0].prob > tables[1.5][0].prob
+    assert tables[0.5][0].token == tables[1.0][0].token  # same ranking, different shape
+    greedy = engine.next_tokens(text, top_k=3, temperature=0)
+    assert greedy[0].prob == 1.0 and greedy[0].token == tables[1.0][0].token
+
+
+def test_the_system_prompt_changes_the_answer(engine):
+    question = "What is the capital of France?"
+    plain = engine.chat(question, temperature=0, max_tokens=20).text
+    poet = engine.chat(question, temperature=0, max_tokens=20, system="You are a poet. Answer in rhyme.").text
+    assert "Paris" in plain and plain != poet
+
+
+def test_streaming_equals_the_whole_answer(engine):
+    deltas = list(engine.stream_chat(STORY, temperature=0, max_tokens=30))
+    assert len(deltas) > 5  # it really streams
+    assert "".join(deltas) == engine.chat(STORY, temperature=0, max_tokens=30).text
+
+
+def test_n_choices_and_logprobs(engine):
+    result = engine.chat("Name a colour.", n=3, temperature=1.0, seed=2, max_tokens=6, logprobs=True, top_logprobs=3)
+    assert [c.index for c in result.choices] == [0, 1, 2]
+    for choice in result.choices:
+        assert len(choice.logprobs) == len(choice.token_ids)
+        for entry in choice.logprobs:
+            assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+            assert entry.top_logprobs[0][1] >= entry.logprob - 1e-5
+        assert choice.total_logprob == pytest.approx(sum(e.logprob for e in choice.logprobs), abs=1e-4)
+
+
+def test_injected_start_and_restart_text(engine):
+    raw = engine.complete("Human: Hello there.", temperature=0, max_tokens=8, stop=["\n"],
+                          inject_start_text="\nAI:", inject_restart_text="\nHuman:")
+    assert raw.text.startswith("\nAI:") and raw.text.endswith("\nHuman:")
+    streamed = "".join(engine.stream_complete("Human: Hello there.", temperature=0, max_tokens=8, stop=["\n"],
+                                              inject_start_text="\nAI:", inject_restart_text="\nHuman:"))
+    assert streamed == raw.text
+    chat = engine.chat("Greet me.", temperature=0, max_tokens=8, inject_start_text="Ahoy")
+    assert chat.text.startswith("Ahoy")
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [({"temperature": 9}, "temperature=9"), ({"top_p": 0}, "top_p=0"), ({"best_of": 0}, "best_of=0"),
+     ({"max_tokens": -5}, "max_tokens=-5"), ({"temprature": 1}, "temprature")],
+)
+def test_bad_overrides_raise_before_generating(engine, override, field):
+    with pytest.raises(ValueError, match=field):
+        engine.chat("hi", **override)
+
+
+def test_raw_prompts_longer_than_the_window_keep_their_end(engine):
+    params = GenerationParams(max_tokens=4, temperature=0)
+    rendered = engine.render_raw("word " * 9000, params)
+    assert rendered.clipped_tokens > 0 and len(rendered.ids) <= engine.context_window - 4
