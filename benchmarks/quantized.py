@@ -6,7 +6,7 @@
 
 Prints one JSON line: per mode, load time from the safetensors cache, the memory
 footprint (transformers' get_memory_footprint), greedy decode tokens/s for
---max-tokens new tokens (end token ignored), and whether the answer to
+--max-tokens new tokens (end token ignored; median of --repeats after a warm-up), and whether the answer to
 "What is the capital of France?" still contains "Paris". Ratios are against `none`.
 """
 
@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def measure(mode: str, device: str, max_tokens: int) -> dict:
+def measure(mode: str, device: str, max_tokens: int, repeats: int) -> dict:
     import torch
 
     from gpt_demo.api import load_engine
@@ -34,17 +35,19 @@ def measure(mode: str, device: str, max_tokens: int) -> dict:
     load_s = time.perf_counter() - start
     params = GenerationParams(temperature=0, max_tokens=max_tokens)
     ids = engine.render_chat("Tell me a story about a robot.", params).ids
-    run_to_end(decode(engine.loaded, ids, params.replace(max_tokens=8), ignore_eos=True))  # warm-up
-    sync()
-    start = time.perf_counter()
-    completion = run_to_end(decode(engine.loaded, ids, params, ignore_eos=True))
-    sync()
-    elapsed = time.perf_counter() - start
+    run_to_end(decode(engine.loaded, ids, params.replace(max_tokens=32), ignore_eos=True))  # warm-up
+    runs = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        completion = run_to_end(decode(engine.loaded, ids, params, ignore_eos=True))
+        sync()
+        runs.append(len(completion.choices[0].token_ids) / (time.perf_counter() - start))
     answer = engine.chat("What is the capital of France?", temperature=0, max_tokens=16).text
     return {
         "load_s": round(load_s, 2),
         "footprint_mb": round(engine.loaded.memory_footprint / 2**20, 1),
-        "tok_s": round(len(completion.choices[0].token_ids) / elapsed, 2),
+        "tok_s": round(statistics.median(runs), 2),
         "answers_paris": "Paris" in answer,
     }
 
@@ -54,6 +57,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--modes", default="none,8bit,4bit")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode; the median is reported")
     args = parser.parse_args()
     import torch
 
@@ -61,7 +65,7 @@ def main() -> None:
     results = {}
     for mode in modes:
         print(f"measuring {mode} on {args.device}...", file=sys.stderr)
-        results[mode] = measure(mode, args.device, args.max_tokens)
+        results[mode] = measure(mode, args.device, args.max_tokens, args.repeats)
     if "none" in results:
         base = results["none"]
         for mode, r in results.items():
