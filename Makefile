@@ -46,7 +46,7 @@ $(STAMPS)/core: pyproject.toml $(STAMPS)/torch
 	@touch $@
 
 $(STAMPS)/dev: pyproject.toml $(STAMPS)/torch
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev,embed]'
 	@touch $@ $(STAMPS)/core
 
 clean-venv:

@@ -151,6 +151,31 @@ class Engine:
 
         return sequence_logprob(self.loaded, prompt_ids, completion_ids)
 
+    # -- embeddings -----------------------------------------------------------------
+    def embed(self, texts, model: str = "minilm", **kwargs):
+        """(N, dim) normalised float32 vectors; ``model="chat"`` pools this engine's hidden states."""
+        from .embeddings import embed
+
+        return embed(texts, model, engine=self, **kwargs)
+
+    def search(self, query: str, corpus, top_k: int = 5, model: str = "minilm"):
+        """The ``top_k`` texts of ``corpus`` closest to ``query`` (``SearchHit`` records, best first)."""
+        from .embeddings import search
+
+        return search(query, corpus, top_k=top_k, model=model, engine=self)
+
+    def project(self, texts_or_vectors, dims: int = 2, method: str = "pca", model: str = "minilm"):
+        """(N, dims) coordinates by PCA or UMAP, for texts or an (N, D) array."""
+        from .embeddings import project
+
+        return project(texts_or_vectors, dims=dims, method=method, model=model, engine=self)
+
+    def analogy(self, a: str, b: str, c: str, vocabulary=None, top_k: int = 5, model: str = "minilm"):
+        """``a`` is to ``b`` as ``c`` is to ...? (``king - man + woman`` is ``analogy("man", "king", "woman")``)."""
+        from .embeddings import analogy
+
+        return analogy(a, b, c, vocabulary, top_k=top_k, model=model, engine=self)
+
 
 def load_engine(
     model: str | None = None,

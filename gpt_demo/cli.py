@@ -5,6 +5,8 @@
     gpt-demo generate "Once upon a time" --raw --max-tokens 40 --stop "."
     gpt-demo next-tokens "The best thing about AI is its ability to" --top-k 10
     gpt-demo models
+    gpt-demo embed "A cat sat on the mat." "A kitten rested on the rug." --project 2
+    gpt-demo embed --search "feline" < sentences.txt
 
 Parsing imports nothing heavy: ``gpt-demo --help`` never imports torch. Each
 subcommand is one ``cmd_<name>`` function over the ``gpt_demo.api`` façade.
@@ -164,6 +166,35 @@ def cmd_next_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    texts = list(args.texts) if args.texts else [t for t in _read_stdin_text("texts").splitlines() if t.strip()]
+    from . import embeddings
+
+    engine = _engine(args) if args.embedder == "chat" else None
+    if args.search is not None:
+        hits = embeddings.search(args.search, texts, top_k=args.top_k, model=args.embedder, engine=engine)
+        if args.json:
+            print(json.dumps([vars(h) for h in hits], ensure_ascii=False))
+        else:
+            for h in hits:
+                print(f"{h.score:6.3f}  {h.text}")
+        return 0
+    vectors = embeddings.embed(texts, args.embedder, engine=engine)
+    if args.project:
+        coords = embeddings.project(vectors, dims=args.project, method=args.method)
+        rows = [{"text": t, "coords": [round(float(x), 5) for x in c]} for t, c in zip(texts, coords)]
+    else:
+        rows = [{"text": t, "embedding": [round(float(x), 6) for x in v]} for t, v in zip(texts, vectors)]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    for row in rows:
+        values = row.get("coords") or row["embedding"]
+        shown = ", ".join(f"{x:+.3f}" for x in values[:6]) + (", ..." if len(values) > 6 else "")
+        print(f"[{shown}] ({len(values)} dims)  {row['text']}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .config import Settings
     from .models.registry import list_models
@@ -210,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="?", help="the text (default: standard input)")
     p.add_argument("--top-k", type=int, default=10, help="rows to show (default 10)")
     p.add_argument("--temperature", type=float, default=1.0, help="0-2 (default 1.0)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_model_flags(p)
+
+    p = add("embed", cmd_embed, "Sentence embeddings of TEXTS (or each line of standard input); search or project them.")
+    p.add_argument("texts", nargs="*", help="texts to embed (default: one per line on standard input)")
+    p.add_argument("--embedder", choices=["minilm", "chat"], default="minilm",
+                   help="minilm: all-MiniLM-L6-v2 (384 dims); chat: the chat model's pooled hidden states")
+    p.add_argument("--search", metavar="QUERY", help="print the texts closest to QUERY instead of vectors")
+    p.add_argument("--top-k", type=int, default=5, help="results for --search (default 5)")
+    p.add_argument("--project", type=int, choices=[2, 3], help="print 2-D or 3-D coordinates instead of vectors")
+    p.add_argument("--method", choices=["pca", "umap"], default="pca", help="projection method (default pca)")
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_model_flags(p)
 
