@@ -34,9 +34,11 @@ def test_stop_sequences_cut_the_output_and_never_appear(engine):
     stopped = engine.chat(STORY, temperature=0, max_tokens=40, stop=[stop, "zzzz"])
     assert stop not in stopped.text
     assert stopped.text == full[: full.index(stop)]
+    assert 0 < len(stopped.text) < len(full)  # a real cut, not an empty or untouched answer
     assert stopped.choices[0].finish_reason == "stop"
-    streamed = "".join(engine.stream_chat(STORY, temperature=0, max_tokens=40, stop=[stop]))
-    assert streamed == stopped.text
+    deltas = list(engine.stream_chat(STORY, temperature=0, max_tokens=40, stop=[stop]))
+    assert "".join(deltas) == stopped.text
+    assert not any(stop in d for d in deltas)
 
 
 def repeat_rate(token_ids):
@@ -60,19 +62,25 @@ def test_penalties_lower_repetition(engine, penalty):
 def test_best_of_returns_the_candidate_with_the_highest_scored_logprob(engine):
     params = engine.params(temperature=1.0, seed=5, max_tokens=12)
     prompt_ids = engine.render_chat("Name a fruit.", params).ids
-    everyone = run_to_end(decode(engine.loaded, prompt_ids, params.replace(n=4, best_of=4)))
+    everyone = engine.chat("Name a fruit.", params, best_of=4, n=4)
+    totals = [c.total_logprob for c in everyone.choices]
+    assert len(totals) == 4 and totals == sorted(totals, reverse=True)  # best first
+    assert len({tuple(c.token_ids) for c in everyone.choices}) > 1  # real alternatives to choose from
+    # total_logprob is what the model says when it scores the answer on its own, in one forward pass.
     scores = [engine.score(prompt_ids, c.token_ids) for c in everyone.choices]
-    for choice, score in zip(everyone.choices, scores):
-        assert choice.total_logprob == pytest.approx(score, abs=1e-2 + 1e-3 * abs(score))
-    assert len({tuple(c.token_ids) for c in everyone.choices}) > 1  # real alternatives
-    top = max(range(4), key=scores.__getitem__)
-    # Same seed and batch shape: best_of=4 samples the same four candidates and keeps the top one.
+    for total, score in zip(totals, scores):
+        assert total == pytest.approx(score, abs=1e-2 + 1e-3 * abs(score))
+    assert max(range(4), key=scores.__getitem__) == 0
+    # Same seed and batch shape: best_of=4 samples the same four candidates and keeps the top one(s).
     best = engine.chat("Name a fruit.", params, best_of=4, n=1)
     assert len(best.choices) == 1
-    assert best.choices[0].token_ids == everyone.choices[top].token_ids
+    assert best.choices[0].token_ids == everyone.choices[0].token_ids and best.text == everyone.text
     two = engine.chat("Name a fruit.", params, best_of=4, n=2)
-    assert [c.total_logprob for c in two.choices] == sorted((c.total_logprob for c in two.choices), reverse=True)
-    assert engine.score(prompt_ids, best.choices[0].token_ids) == pytest.approx(max(scores), abs=1e-2)
+    assert [c.token_ids for c in two.choices] == [c.token_ids for c in everyone.choices[:2]]
+    # The low-level generator agrees, and streaming best_of shows the winner.
+    low = run_to_end(decode(engine.loaded, prompt_ids, params.replace(best_of=4)))
+    assert low.choices[0].token_ids == best.choices[0].token_ids
+    assert "".join(engine.stream_chat("Name a fruit.", params, best_of=4)) == best.text
 
 
 def test_max_tokens_is_reached_and_never_exceeded(engine):
@@ -110,7 +118,7 @@ def test_streaming_equals_the_whole_answer(engine):
 
 def test_n_choices_and_logprobs(engine):
     result = engine.chat("Name a colour.", n=3, temperature=1.0, seed=2, max_tokens=6, logprobs=True, top_logprobs=3)
-    assert [c.index for c in result.choices] == [0, 1, 2]
+    assert len(result.choices) == 3 and [c.index for c in result.choices] == [0, 1, 2]
     for choice in result.choices:
         assert len(choice.logprobs) == len(choice.token_ids)
         for entry in choice.logprobs:
@@ -126,8 +134,10 @@ def test_injected_start_and_restart_text(engine):
     streamed = "".join(engine.stream_complete("Human: Hello there.", temperature=0, max_tokens=8, stop=["\n"],
                                               inject_start_text="\nAI:", inject_restart_text="\nHuman:"))
     assert streamed == raw.text
-    chat = engine.chat("Greet me.", temperature=0, max_tokens=8, inject_start_text="Ahoy")
-    assert chat.text.startswith("Ahoy")
+    chat = engine.chat("Greet me.", temperature=0, max_tokens=8, inject_start_text="Ahoy",
+                       inject_restart_text="\nUser:")
+    assert chat.text.startswith("Ahoy") and chat.text.endswith("\nUser:")
+    assert len(chat.text) > len("Ahoy\nUser:")  # the model answered in between
 
 
 @pytest.mark.parametrize(

@@ -152,8 +152,10 @@ def decode(
                 logprobs=details[row] if params.logprobs else None,
             )
         )
-    # best_of: keep the n candidates with the highest total log-probability, best first.
-    best = sorted(choices, key=lambda c: c.total_logprob, reverse=True)[: params.n] if rows > params.n else choices
+    # best_of: keep the n candidates with the highest total log-probability, best first
+    # (also when best_of == n, so choice 0 is always the best); plain n keeps sampling order.
+    ranked = params.best_of is not None
+    best = sorted(choices, key=lambda c: c.total_logprob, reverse=True)[: params.n] if ranked else choices
     for i, choice in enumerate(best):
         choice.index = i
     return Completion(choices=best, prompt_tokens=len(prompt_ids), model=loaded.name, seed=seed)
