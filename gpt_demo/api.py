@@ -7,6 +7,9 @@
     >>> for delta in engine.stream_chat("Tell me a joke", max_tokens=40):   # doctest: +SKIP
     ...     print(delta, end="")
     >>> engine.next_tokens("The best thing about AI is its ability to", top_k=5)  # doctest: +SKIP
+    >>> from gpt_demo.api import moderate          # no chat model needed
+    >>> moderate("I want to kill him").categories["violence"]                # doctest: +SKIP
+    True
 """
 
 from __future__ import annotations
@@ -145,36 +148,75 @@ class Engine:
 
         return next_token_distribution(self.loaded, text, top_k=top_k, temperature=temperature)
 
-    def score(self, prompt_ids: list[int], completion_ids: list[int]) -> float:
-        """Total log-probability of ``completion_ids`` following ``prompt_ids``."""
-        from .generation.distribution import sequence_logprob
-
-        return sequence_logprob(self.loaded, prompt_ids, completion_ids)
-
     # -- embeddings -----------------------------------------------------------------
     def embed(self, texts, model: str = "minilm", **kwargs):
         """(N, dim) normalised float32 vectors; ``model="chat"`` pools this engine's hidden states."""
-        from .embeddings import embed
-
         return embed(texts, model, engine=self, **kwargs)
 
     def search(self, query: str, corpus, top_k: int = 5, model: str = "minilm"):
         """The ``top_k`` texts of ``corpus`` closest to ``query`` (``SearchHit`` records, best first)."""
-        from .embeddings import search
-
         return search(query, corpus, top_k=top_k, model=model, engine=self)
 
     def project(self, texts_or_vectors, dims: int = 2, method: str = "pca", model: str = "minilm"):
         """(N, dims) coordinates by PCA or UMAP, for texts or an (N, D) array."""
-        from .embeddings import project
-
         return project(texts_or_vectors, dims=dims, method=method, model=model, engine=self)
 
     def analogy(self, a: str, b: str, c: str, vocabulary=None, top_k: int = 5, model: str = "minilm"):
         """``a`` is to ``b`` as ``c`` is to ...? (``king - man + woman`` is ``analogy("man", "king", "woman")``)."""
-        from .embeddings import analogy
-
         return analogy(a, b, c, vocabulary, top_k=top_k, model=model, engine=self)
+
+    # -- moderation -----------------------------------------------------------------
+    def moderate(self, texts, thresholds: dict | None = None):
+        """OpenAI-shaped moderation of one text (-> ModerationResult) or a list; see ``gpt_demo.moderation``."""
+        return moderate(texts, thresholds=thresholds)
+
+    def gate(self, text: str, mode: str = "off", *, role: str = "user", thresholds: dict | None = None):
+        """The chat gate (off | warn | block) for a user message or the model's answer."""
+        return gate(text, mode, role=role, thresholds=thresholds)
+
+
+# -- moderation without a chat model --------------------------------------------------
+def moderate(texts, thresholds: dict | None = None):
+    """Moderate without loading the chat model: ``gpt_demo.api.moderate("I want to kill him").flagged``."""
+    from .moderation import moderate as _moderate
+
+    return _moderate(texts, thresholds=thresholds)
+
+
+def gate(text: str, mode: str = "off", *, role: str = "user", thresholds: dict | None = None):
+    """``gpt_demo.moderation.gate`` without a chat model: returns a ``GateDecision``."""
+    from .moderation import gate as _gate
+
+    return _gate(text, mode, role=role, thresholds=thresholds)
+
+
+# -- embeddings without a chat model (MiniLM; model="chat" needs engine=) -------------
+def embed(texts, model: str = "minilm", *, engine: Engine | None = None, **kwargs):
+    """(N, dim) normalised float32 vectors: ``gpt_demo.api.embed(["a cat", "a kitten"]).shape == (2, 384)``."""
+    from .embeddings import embed as _embed
+
+    return _embed(texts, model, engine=engine, **kwargs)
+
+
+def search(query: str, corpus, top_k: int = 5, model: str = "minilm", *, engine: Engine | None = None):
+    """The ``top_k`` texts of ``corpus`` closest to ``query`` (``SearchHit`` records, best first)."""
+    from .embeddings import search as _search
+
+    return _search(query, corpus, top_k=top_k, model=model, engine=engine)
+
+
+def project(texts_or_vectors, dims: int = 2, method: str = "pca", model: str = "minilm", *, engine: Engine | None = None):
+    """(N, dims) coordinates by PCA or UMAP, for texts or an (N, D) array."""
+    from .embeddings import project as _project
+
+    return _project(texts_or_vectors, dims=dims, method=method, model=model, engine=engine)
+
+
+def analogy(a: str, b: str, c: str, vocabulary=None, top_k: int = 5, model: str = "minilm", *, engine: Engine | None = None):
+    """``a`` is to ``b`` as ``c`` is to ...? (``analogy("man", "king", "woman")[0].text == "queen"``)."""
+    from .embeddings import analogy as _analogy
+
+    return _analogy(a, b, c, vocabulary, top_k=top_k, model=model, engine=engine)
 
 
 def load_engine(

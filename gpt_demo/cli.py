@@ -7,6 +7,9 @@
     gpt-demo models
     gpt-demo embed "A cat sat on the mat." "A kitten rested on the rug." --project 2
     gpt-demo embed --search "feline" < sentences.txt
+    gpt-demo moderate "I want to kill him" --json    # OpenAI's moderation shape; no chat model needed
+    gpt-demo chat --moderation block                # gate your messages and the model's answers
+    gpt-demo moderation train                       # retrain the moderation head
 
 Parsing imports nothing heavy: ``gpt-demo --help`` never imports torch. Each
 subcommand is one ``cmd_<name>`` function over the ``gpt_demo.api`` façade.
@@ -138,7 +141,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
             conv.system = text[len("/system") :].strip() or None
             print(f"(system prompt: {conv.system!r})", file=sys.stderr)
             continue
+        if not _moderation_allows(text, args.moderation, "user"):
+            continue
         conv.add("user", text)
+        if args.moderation == "block":  # the answer must be checked before anyone sees it
+            answer = engine.chat(conv, params).text
+            if not _moderation_allows(answer, "block", "assistant"):
+                conv.undo()
+                continue
+            sys.stdout.write(answer + "\n")
+            conv.add("assistant", answer)
+            continue
         reply = []
         for delta in engine.stream_chat(conv, params):
             reply.append(delta)
@@ -146,7 +159,20 @@ def cmd_chat(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         sys.stdout.write("\n")
         conv.add("assistant", "".join(reply))
+        _moderation_allows("".join(reply), args.moderation, "assistant")  # warn mode: after the fact
     return 0
+
+
+def _moderation_allows(text: str, mode: str, role: str) -> bool:
+    """Run the chat gate; print its warning or refusal to stderr; False when the text is blocked."""
+    if mode == "off":
+        return True
+    from .api import gate
+
+    decision = gate(text, mode, role=role)
+    if decision.message:
+        print(f"({decision.message})", file=sys.stderr)
+    return decision.allowed
 
 
 def cmd_next_tokens(args: argparse.Namespace) -> int:
@@ -167,21 +193,22 @@ def cmd_next_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    # Arguments are taken as given (a blank one is an error naming it); stdin lines that are blank are skipped.
     texts = list(args.texts) if args.texts else [t for t in _read_stdin_text("texts").splitlines() if t.strip()]
-    from . import embeddings
+    from .api import embed, project, search
 
-    engine = _engine(args) if args.embedder == "chat" else None
+    engine = _engine(args) if args.embedder == "chat" else None  # MiniLM never loads the chat model
     if args.search is not None:
-        hits = embeddings.search(args.search, texts, top_k=args.top_k, model=args.embedder, engine=engine)
+        hits = search(args.search, texts, top_k=args.top_k, model=args.embedder, engine=engine)
         if args.json:
             print(json.dumps([vars(h) for h in hits], ensure_ascii=False))
         else:
             for h in hits:
                 print(f"{h.score:6.3f}  {h.text}")
         return 0
-    vectors = embeddings.embed(texts, args.embedder, engine=engine)
+    vectors = embed(texts, args.embedder, engine=engine)
     if args.project:
-        coords = embeddings.project(vectors, dims=args.project, method=args.method)
+        coords = project(vectors, dims=args.project, method=args.method)
         rows = [{"text": t, "coords": [round(float(x), 5) for x in c]} for t, c in zip(texts, coords)]
     else:
         rows = [{"text": t, "embedding": [round(float(x), 6) for x in v]} for t, v in zip(texts, vectors)]
@@ -214,6 +241,66 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_thresholds(items: list[str] | None) -> dict | None:
+    """``["violence=0.3", "hate=0.8"]`` -> {"violence": 0.3, "hate": 0.8} (validated by the moderation module)."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--threshold {item!r} is not allowed; write CATEGORY=NUMBER, e.g. violence=0.3") from None
+        if not sep:
+            raise ValueError(f"--threshold {item!r} is not allowed; write CATEGORY=NUMBER, e.g. violence=0.3")
+    return out
+
+
+def _stdin_lines(what: str) -> list[str]:
+    text = _read_stdin_text(what)
+    return text[:-1].split("\n") if text.endswith("\n") else text.split("\n")
+
+
+def cmd_moderate(args: argparse.Namespace) -> int:
+    from .moderation import CATEGORIES, check_thresholds
+
+    thresholds = check_thresholds(_parse_thresholds(args.threshold), "--threshold") or None
+    texts = [args.text] if args.text is not None else _stdin_lines("text")
+    from .api import moderate
+
+    results = moderate(texts, thresholds=thresholds)
+    if args.json:
+        print(json.dumps({"model": "gpt-demo-moderation", "results": [r.to_dict() for r in results]}, ensure_ascii=False))
+        return 0
+    if len(results) == 1:
+        r = results[0]
+        print("FLAGGED: " + ", ".join(r.flagged_categories) if r.flagged else "not flagged")
+        for name in CATEGORIES:
+            score = r.category_scores[name]
+            mark = "  <- flagged" if r.categories[name] else ""
+            print(f"{name:<17} {score:6.3f}  {'█' * round(score * 30):<30}{mark}")
+        return 0
+    for text, r in zip(texts, results):
+        top = max(CATEGORIES, key=lambda n: r.category_scores[n])
+        verdict = f"FLAGGED {','.join(r.flagged_categories)}" if r.flagged else f"ok (top {top} {r.category_scores[top]:.2f})"
+        preview = text if len(text) <= 60 else text[:57] + "..."
+        print(f"{verdict:<40} {preview}")
+    return 0
+
+
+def cmd_moderation_train(args: argparse.Namespace) -> int:
+    from .moderation_config import config_from_args
+
+    cfg = config_from_args(args)  # validate before the (slow) embedding
+    from .moderation_train import train
+
+    result = train(cfg)
+    print(json.dumps({"thresholds": result.thresholds, "validation": result.report["validation"],
+                      "head": str(result.head_path), "thresholds_file": str(result.thresholds_path)}))
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -229,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("chat", cmd_chat, "Interactive chat in the terminal (streams the answer).")
+    p.add_argument("--moderation", choices=("off", "warn", "block"), default="off",
+                   help="moderate your messages and the answers: warn, or block (answers are then shown whole, not streamed)")
     _add_model_flags(p), _add_param_flags(p)
 
     p = add("generate", cmd_generate, "One answer to PROMPT (through the chat template unless --raw).")
@@ -257,6 +346,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("models", cmd_models, "List the known models and the converted caches.")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("moderate", cmd_moderate, "Moderate TEXT (or each line of standard input) in OpenAI's categories.")
+    p.add_argument("text", nargs="?", help="the text (default: standard input, one text per line)")
+    p.add_argument("--threshold", action="append", metavar="CATEGORY=NUMBER", help="override a threshold, e.g. violence=0.3 (repeat)")
+    p.add_argument("--json", action="store_true", help='print OpenAI\'s shape: {"results": [...]}')
+
+    mp = add("moderation", cmd_moderate, "Train the moderation head (see `gpt-demo moderation train --help`).")
+    mp.set_defaults(func=lambda args, _p=mp: _p.print_help() or 0)
+    msub = mp.add_subparsers(dest="moderation_command", metavar="SUBCOMMAND")
+    from .moderation_config import add_config_args
+
+    tp = msub.add_parser("train", help="Train the head on the moderation data and write the weights and thresholds.",
+                         description="Train the moderation head (MiniLM embeddings -> MLP) and choose thresholds on validation.")
+    tp.set_defaults(func=cmd_moderation_train)
+    add_config_args(tp)
+
     return parser
 
 

