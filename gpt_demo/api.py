@@ -31,6 +31,14 @@ class Engine:
     def __init__(self, loaded: LoadedModel, defaults: GenerationParams | None = None):
         self.loaded = loaded
         self.defaults = defaults or GenerationParams()
+        self.reward_model = None  # when set, best_of candidates are ranked by reward
+
+    def use_reward_model(self, reward_model) -> "Engine":
+        """Rank ``best_of`` candidates with ``reward_model`` (a name or ``RewardModel``; None: log-probability)."""
+        if isinstance(reward_model, str):
+            reward_model = load_reward_model(reward_model, device=self.loaded.device)
+        self.reward_model = reward_model
+        return self
 
     # -- what is loaded -------------------------------------------------------------
     @property
@@ -53,6 +61,7 @@ class Engine:
             "device": self.loaded.device,
             "quantization": self.loaded.quantization,
             "adapter": self.loaded.adapter,
+            "reward_model": getattr(self.reward_model, "name", None),
             "context_window": self.context_window,
             "memory_footprint_mb": round(self.loaded.memory_footprint / 2**20, 1),
         }
@@ -100,10 +109,17 @@ class Engine:
         return RenderedPrompt(ids[clipped:], 0, clipped)
 
     # -- generation -----------------------------------------------------------------
-    def _run(self, rendered: RenderedPrompt, params: GenerationParams) -> Completion:
+    def _ranker(self, messages: list[dict], params: GenerationParams):
+        """``rank_by`` for decode: the reward model's scores of each candidate answer to ``messages``."""
+        if self.reward_model is None or params.best_of is None:
+            return None
+        prefix = params.inject_start_text
+        return lambda texts: self.reward_model.score([messages] * len(texts), [prefix + t for t in texts])
+
+    def _run(self, rendered: RenderedPrompt, params: GenerationParams, rank_by=None) -> Completion:
         from .generation.decoding import decode, run_to_end
 
-        completion = run_to_end(decode(self.loaded, rendered.ids, params))
+        completion = run_to_end(decode(self.loaded, rendered.ids, params, rank_by=rank_by))
         completion.truncated_messages = rendered.dropped_messages
         for choice in completion.choices:
             choice.text = params.inject_start_text + choice.text + params.inject_restart_text
@@ -125,7 +141,8 @@ class Engine:
     def chat(self, messages: Messages, params=None, *, system: str | None = None, **overrides) -> Completion:
         """Answer ``messages`` (a string is one user message) through the chat template."""
         params = self.params(params, **overrides)
-        return self._run(self.render_chat(messages, params, system), params)
+        ranker = self._ranker(self.conversation(messages, system).messages, params) if self.reward_model else None
+        return self._run(self.render_chat(messages, params, system), params, rank_by=ranker)
 
     def stream_chat(self, messages: Messages, params=None, *, system: str | None = None, **overrides) -> Iterator[str]:
         """Like ``chat`` but yields text deltas as they are generated (choice 0)."""
@@ -144,9 +161,34 @@ class Engine:
     # -- looking inside -------------------------------------------------------------
     def next_tokens(self, text: str, top_k: int = 10, temperature: float = 1.0) -> list[TokenProb]:
         """The ``top_k`` most likely next tokens after raw ``text`` at ``temperature``."""
-        from .generation.distribution import next_token_distribution
+        from .inspect.next_token import distribution  # caches the forward pass: a slider only re-softmaxes
 
-        return next_token_distribution(self.loaded, text, top_k=top_k, temperature=temperature)
+        return distribution(self.loaded, text, top_k=top_k, temperature=temperature)
+
+    def step(self, text: str, temperature: float = 1.0, *, token_id: int | None = None,
+             seed: int | None = None, top_k: int = 10):
+        """Append one token (``token_id``, or sampled at ``temperature``) and return a ``StepResult``."""
+        from .inspect.next_token import step
+
+        return step(self.loaded, text, temperature, token_id=token_id, seed=seed, top_k=top_k)
+
+    def attention(self, text: str, layer: int = -1, head: int | None = None):
+        """An ``AttentionMap`` (tokens, (T, T) weights) for ``layer`` and ``head`` (None: mean over heads)."""
+        from .inspect.attention import attention_map
+
+        return attention_map(self.loaded, text, layer=layer, head=head)
+
+    def strongest_heads(self, text: str, token: str, target: str, k: int = 5):
+        """The (layer, head, weight) where ``token`` attends most to ``target``: "it" -> "animal"."""
+        from .inspect.attention import strongest_heads
+
+        return strongest_heads(self.loaded, text, token, target, k=k)
+
+    def score(self, prompt_ids: list[int], completion_ids: list[int]) -> float:
+        """Total log-probability of ``completion_ids`` following ``prompt_ids``."""
+        from .generation.distribution import sequence_logprob
+
+        return sequence_logprob(self.loaded, prompt_ids, completion_ids)
 
     # -- embeddings -----------------------------------------------------------------
     def embed(self, texts, model: str = "minilm", **kwargs):
@@ -227,13 +269,72 @@ def load_engine(
     settings: Settings | None = None,
     progress: bool = True,
     defaults: GenerationParams | None = None,
+    adapter: str | None = None,
+    reward_model: str | None = None,
 ) -> Engine:
     """Load a model (default: SmolLM2-135M-Instruct from its package) and wrap it in an ``Engine``.
 
     Arguments left as None come from ``settings`` (default: the ``GPT_DEMO_*`` environment).
+    ``adapter`` names a trained LoRA adapter (``gpt-demo adapters``) to chat with; ``reward_model``
+    names a reward adapter that then ranks ``best_of`` candidates instead of log-probability.
     """
     from .models.loading import load_model
 
     settings = settings or Settings.from_env()
-    cfg = LoadConfig.from_settings(settings, model=model, quantize=quantize, device=device, progress=progress)
-    return Engine(load_model(cfg), defaults=defaults)
+    cfg = LoadConfig.from_settings(settings, model=model, quantize=quantize, device=device, progress=progress,
+                                   adapter=adapter)
+    engine = Engine(load_model(cfg), defaults=defaults)
+    if reward_model:
+        engine.use_reward_model(load_reward_model(reward_model, settings=settings, device=engine.loaded.device))
+    return engine
+
+
+# -- fine-tuning and RLHF (need the ``train`` extra: peft, trl, datasets) ---------------
+# Each returns a ``TrainResult`` (name, path, kind, metrics, card, curves) and accepts
+# ``on_progress(step, total, metrics)``, so the web app can drive gr.Progress and a live curve.
+def _train(module: str, func: str, config_cls: str, data, out, settings, on_progress, config):
+    import importlib
+
+    mod = importlib.import_module(f"gpt_demo.training.{module}")
+    cfg_mod = importlib.import_module(f"gpt_demo.training.{module}_config")
+    cfg = getattr(cfg_mod, config_cls)(**({"out": out} if out else {}), **config)
+    return getattr(mod, func)(data, cfg, settings=settings, on_progress=on_progress)
+
+
+def train_sft(data, out: str | None = None, *, settings: Settings | None = None, on_progress=None, **config):
+    """LoRA SFT on a prompt/completion or chat JSONL file: ``train_sft("sft.jsonl", out="my-sft", max_steps=50)``."""
+    return _train("sft", "train_sft", "SFTTrainConfig", data, out, settings, on_progress, config)
+
+
+def train_reward(data, out: str | None = None, *, settings: Settings | None = None, on_progress=None, **config):
+    """Reward model from preference pairs (a JSONL file or ``"store"``, the rankings store)."""
+    return _train("reward", "train_reward", "RewardTrainConfig", data, out, settings, on_progress, config)
+
+
+def train_dpo(data, out: str | None = None, *, settings: Settings | None = None, on_progress=None, **config):
+    """DPO from preference pairs (a JSONL file or ``"store"``)."""
+    return _train("dpo", "train_dpo", "DPOTrainConfig", data, out, settings, on_progress, config)
+
+
+def train_ppo(prompts, out: str | None = None, *, reward: str | None = None, reward_fn=None,
+              settings: Settings | None = None, on_progress=None, **config):
+    """PPO against reward model ``reward`` (or any ``reward_fn(prompts, answers) -> scores``)."""
+    from .training.ppo import train_ppo as _train_ppo
+    from .training.ppo_config import PPOTrainConfig
+
+    cfg = PPOTrainConfig(**({"out": out} if out else {}), **({"reward": reward} if reward else {}), **config)
+    return _train_ppo(prompts, cfg, settings=settings, on_progress=on_progress, reward_fn=reward_fn)
+
+
+def list_adapters(settings: Settings | None = None):
+    """Saved adapters (``AdapterInfo``: name, kind, base model, metrics), newest first."""
+    from .training.adapters import list_adapters as _list
+
+    return _list(settings)
+
+
+def load_reward_model(name: str, *, settings: Settings | None = None, device: str = "auto"):
+    """A ``RewardModel``: ``rm.score(prompts, answers) -> list[float]``."""
+    from .training.reward import RewardModel
+
+    return RewardModel.load(name, settings, device=device)

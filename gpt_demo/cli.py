@@ -46,6 +46,9 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="registry name, hub id, local dir or .gguf (default: $GPT_DEMO_MODEL or smollm2-135m-instruct)")
     g.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="bitsandbytes quantization (default: none)")
     g.add_argument("--device", choices=DEVICE_CHOICES, help="default: auto")
+    g.add_argument("--adapter", help="a trained LoRA adapter to load on top (see `gpt-demo adapters`)")
+    g.add_argument("--reward-model", dest="reward_model", metavar="NAME",
+                   help="a reward adapter that ranks --best-of candidates instead of log-probability")
 
 
 def _add_param_flags(p: argparse.ArgumentParser) -> None:
@@ -71,7 +74,8 @@ def _engine(args: argparse.Namespace):
     from .api import load_engine
 
     print("Loading model...", file=sys.stderr, flush=True)
-    return load_engine(model=args.model, quantize=args.quantize, device=args.device)
+    return load_engine(model=args.model, quantize=args.quantize, device=args.device,
+                       adapter=getattr(args, "adapter", None), reward_model=getattr(args, "reward_model", None))
 
 
 def _read_stdin_text(what: str) -> str:
@@ -362,7 +366,28 @@ def build_parser() -> argparse.ArgumentParser:
     tp.set_defaults(func=cmd_moderation_train)
     add_config_args(tp)
 
+    # Front-ends and workflows register their own subcommands (each module: ``register(add)``;
+    # it must import nothing heavy at module level, so --help stays instant).
+    import importlib
+
+    for module in COMMAND_MODULES:
+        try:
+            commands = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name and module.startswith(err.name):  # that front-end is not part of this build
+                continue
+            raise
+        commands.register(add)
     return parser
+
+
+# Modules that add subcommands (serve, spaces, feedback, jupyter, sft, reward, ppo, dpo, adapters).
+COMMAND_MODULES = (
+    "gpt_demo.web.commands",
+    "gpt_demo.feedback.commands",
+    "gpt_demo.notebook.commands",
+    "gpt_demo.training.commands",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

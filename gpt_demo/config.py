@@ -46,6 +46,12 @@ class Settings:
     )
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda (GPT_DEMO_DEVICE)."})
     quantize: str = field(default="none", metadata={"help": "none | 8bit | 4bit (GPT_DEMO_QUANTIZE)."})
+    host: str = field(
+        default="127.0.0.1",
+        metadata={"help": "Web app interface (GPT_DEMO_HOST, else GRADIO_SERVER_NAME as Spaces set it)."},
+    )
+    port: int = field(default=7860, metadata={"help": "Web app port (GPT_DEMO_PORT, else GRADIO_SERVER_PORT)."})
+    auth: str | None = field(default=None, metadata={"help": "user:password for the web app (GPT_DEMO_AUTH)."})
     offline: bool = field(
         default=False,
         metadata={"help": "Never contact the hub (GPT_DEMO_OFFLINE=1 or HF_HUB_OFFLINE=1)."},
@@ -72,6 +78,17 @@ class Settings:
             key = f"GPT_DEMO_{name.upper()}"
             if env.get(key):
                 values[name] = env[key]
+        host = env.get("GPT_DEMO_HOST") or env.get("GRADIO_SERVER_NAME")
+        if host:
+            values["host"] = host
+        port = env.get("GPT_DEMO_PORT") or env.get("GRADIO_SERVER_PORT")
+        if port:
+            try:
+                values["port"] = int(port)
+            except ValueError:
+                raise ValueError(f"GPT_DEMO_PORT={port!r} is not allowed; give a port number") from None
+        if env.get("GPT_DEMO_AUTH"):
+            values["auth"] = env["GPT_DEMO_AUTH"]
         truthy = ("1", "true", "yes", "on")
         values["offline"] = (
             env.get("GPT_DEMO_OFFLINE", "").lower() in truthy or env.get("HF_HUB_OFFLINE", "").lower() in truthy

@@ -154,3 +154,19 @@ def test_raw_prompts_longer_than_the_window_keep_their_end(engine):
     params = GenerationParams(max_tokens=4, temperature=0)
     rendered = engine.render_raw("word " * 9000, params)
     assert rendered.clipped_tokens > 0 and len(rendered.ids) <= engine.context_window - 4
+
+
+def test_a_stream_can_be_resumed_on_other_threads(engine):
+    """Gradio pulls each streamed step from a worker pool: inference mode must not be held across a yield."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stream = engine.stream_chat("Count from one to ten.", temperature=0, max_tokens=24)
+    pieces = []
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        while True:
+            piece = pool.submit(next, stream, None).result()  # each step on whichever thread is free
+            if piece is None:
+                break
+            pieces.append(piece)
+    assert len(pieces) > 3
+    assert "".join(pieces) == engine.chat("Count from one to ten.", temperature=0, max_tokens=24).text

@@ -71,6 +71,7 @@ def decode(
     params: GenerationParams,
     *,
     ignore_eos: bool = False,
+    rank_by=None,
 ) -> Generator[Delta, None, Completion]:
     """Generate ``params.candidates`` continuations of ``prompt_ids``; see the module docstring."""
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -92,12 +93,19 @@ def decode(
     active = list(range(rows))  # original row index of each batch row still generating
     counts = torch.zeros(rows, model.config.vocab_size, dtype=torch.int32, device=device)  # (B, vocab)
 
+    # Inference mode is thread-local and a generator may be resumed on another thread (gradio
+    # streams each step from a worker pool), so it is entered per step and never held across a yield.
     with torch.inference_mode():
         logits, cache = _forward(model, torch.tensor([prompt_ids], device=device), None)
         if rows > 1:
             logits = logits.expand(rows, -1)
             cache.batch_repeat_interleave(rows)
-        for _step in range(budget):
+    next_input = None  # (B, 1) the tokens just chosen, fed in at the start of the next step
+    for _step in range(budget):
+        pending: list[Delta] = []
+        with torch.inference_mode():
+            if next_input is not None:
+                logits, cache = _forward(model, next_input, cache)
             logp = torch.log_softmax(logits, dim=-1)  # (B, vocab) raw model log-probabilities
             next_ids = choose_tokens(
                 logits,
@@ -122,20 +130,20 @@ def decode(
                     continue
                 delta = trackers[row].push(tok)
                 if delta:
-                    yield Delta(row, delta)
+                    pending.append(Delta(row, delta))
                 if trackers[row].stopped:
                     finish[row] = "stop"
                 else:
                     keep.append(b)
-            if not keep:
-                break
-            if len(keep) < len(active):
+            if keep and len(keep) < len(active):
                 index = torch.tensor(keep, device=device)
                 cache.batch_select_indices(index)
                 counts, next_ids = counts[index], next_ids[index]
                 active = [active[b] for b in keep]
-            if _step + 1 < budget:
-                logits, cache = _forward(model, next_ids[:, None], cache)
+            next_input = next_ids[:, None]
+        yield from pending  # before the next forward pass, so text appears as soon as it exists
+        if not keep:
+            break
 
     choices = []
     for row in range(rows):
@@ -154,8 +162,15 @@ def decode(
         )
     # best_of: keep the n candidates with the highest total log-probability, best first
     # (also when best_of == n, so choice 0 is always the best); plain n keeps sampling order.
+    # ``rank_by(texts) -> scores`` (a reward model) replaces log-probability as the ranking key.
     ranked = params.best_of is not None
-    best = sorted(choices, key=lambda c: c.total_logprob, reverse=True)[: params.n] if ranked else choices
+    keys = [c.total_logprob for c in choices]
+    if ranked and rank_by is not None:
+        keys = [float(k) for k in rank_by([c.text for c in choices])]
+        for choice, key in zip(choices, keys):
+            choice.reward = key
+    order = sorted(range(rows), key=lambda i: keys[i], reverse=True)
+    best = [choices[i] for i in order][: params.n] if ranked else choices
     for i, choice in enumerate(best):
         choice.index = i
     return Completion(choices=best, prompt_tokens=len(prompt_ids), model=loaded.name, seed=seed)

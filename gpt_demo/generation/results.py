@@ -30,6 +30,7 @@ class Choice:
     finish_reason: str  # "stop" (end token or stop sequence) | "length" (max_tokens or context)
     total_logprob: float = 0.0
     logprobs: list[TokenLogprob] | None = None
+    reward: float | None = None  # the reward model's score when best_of ranked by reward
 
 
 @dataclass

@@ -37,6 +37,13 @@ class LoadConfig:
     )
     offline: bool = field(default=False, metadata={"help": "Never contact the hub."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar for the one-time conversion."})
+    adapter: str | None = field(
+        default=None, metadata={"help": "A trained adapter's name (see `gpt-demo adapters`) or directory to load on top."}
+    )
+    adapters_dir: Path = field(
+        default_factory=lambda: Path("~/.cache/gpt-demo/adapters").expanduser(),
+        metadata={"help": "Where named adapters live ($GPT_DEMO_HOME/adapters)."},
+    )
 
     def __post_init__(self) -> None:
         check_choice("quantize", self.quantize, QUANTIZE_CHOICES)
@@ -49,6 +56,7 @@ class LoadConfig:
             quantize=settings.quantize,
             device=settings.device,
             models_dir=settings.models_dir,
+            adapters_dir=Path(settings.home) / "adapters",
             offline=settings.offline,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -145,6 +153,10 @@ def load_model(cfg: LoadConfig = LoadConfig()) -> LoadedModel:
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if cfg.adapter:  # LoRA from `gpt-demo sft/ppo/dpo`, merged into the weights unless quantized
+        from ..training.adapters import apply_adapter
+
+        model, _card = apply_adapter(model, cfg.adapter, cfg.adapters_dir)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -152,4 +164,5 @@ def load_model(cfg: LoadConfig = LoadConfig()) -> LoadedModel:
         source=source,
         device=device,
         quantization=cfg.quantize,
+        adapter=cfg.adapter or None,
     )

@@ -1,0 +1,85 @@
+"""The rankings store's schema as an append-only list of migrations.
+
+    >>> import sqlite3
+    >>> db = sqlite3.connect(":memory:", isolation_level=None)
+    >>> migrate(db)
+    2
+    >>> migrate(db)          # already there: nothing runs twice
+    0
+
+Never edit or reorder a migration that has shipped: add a new one at the end. The
+``_migrations`` table records which ones ran, so an old file upgrades in place.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_rankings",
+        """
+        CREATE TABLE rankings (
+            id          INTEGER PRIMARY KEY,
+            created_at  TEXT NOT NULL,              -- ISO 8601, UTC
+            session_id  TEXT NOT NULL,
+            prompt      TEXT NOT NULL,
+            model       TEXT NOT NULL,
+            adapter     TEXT,
+            params      TEXT NOT NULL DEFAULT '{}',  -- GenerationParams as JSON
+            source      TEXT NOT NULL DEFAULT 'rank' -- rank | arena | notebook | import
+        );
+        CREATE TABLE candidates (
+            ranking_id  INTEGER NOT NULL REFERENCES rankings(id) ON DELETE CASCADE,
+            position    INTEGER NOT NULL,            -- 0-based, as shown to the user
+            text        TEXT NOT NULL,
+            rank        INTEGER NOT NULL,            -- 1 = best; equal ranks are a tie
+            PRIMARY KEY (ranking_id, position)
+        );
+        CREATE INDEX rankings_created ON rankings(created_at);
+        """,
+    ),
+    (
+        "002_arena_verdict",
+        """
+        -- The pairwise (arena) mode's verdict: a | b | tie | both_bad; NULL for full rankings.
+        ALTER TABLE rankings ADD COLUMN verdict TEXT;
+        """,
+    ),
+]
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (comments dropped; migrations hold no quoted semicolons)."""
+    code = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
+    return [stmt.strip() for stmt in code.split(";") if stmt.strip()]
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Apply the migrations ``db`` has not seen yet, in one transaction; return how many ran.
+
+    ``db`` must be in autocommit mode (``isolation_level=None``). ``BEGIN IMMEDIATE`` takes
+    the write lock before reading what ran, so two processes opening a new file at once
+    cannot both apply the same migration.
+    """
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+        ran = 0
+        for name, sql in MIGRATIONS:
+            if name in done:
+                continue
+            for stmt in _statements(sql):
+                db.execute(stmt)
+            db.execute(
+                "INSERT INTO _migrations(name, applied_at) VALUES (?, ?)",
+                (name, datetime.now(timezone.utc).isoformat()),
+            )
+            ran += 1
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return ran

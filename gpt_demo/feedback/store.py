@@ -1,0 +1,218 @@
+"""The rankings store: one SQLite file under ``$GPT_DEMO_HOME`` that the web app and the notebook share.
+
+    >>> from gpt_demo.feedback import FeedbackStore
+    >>> store = FeedbackStore(":memory:")
+    >>> store.add_ranking("Say hi", ["Hi!", "Go away."], [1, 2], model="smollm2-135m-instruct")
+    1
+    >>> store.counts()
+    {'rankings': 1, 'pairs': 1}
+    >>> store.pairs()
+    [{'prompt': 'Say hi', 'chosen': 'Hi!', 'rejected': 'Go away.'}]
+
+Every write is one ``BEGIN IMMEDIATE`` transaction (a ranking and its answers land
+together or not at all), checked before anything touches the file. WAL mode lets the
+web app, a notebook and an export read while another writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from .migrations import migrate
+from .pairs import check_candidates, check_ranks, expand_ranking, verdict_ranks
+
+EXPORT_FORMATS = ("jsonl", "parquet")
+
+
+def default_path(home: Path | str) -> Path:
+    """Where the store lives inside a data directory."""
+    return Path(home) / "feedback.sqlite"
+
+
+@dataclass
+class Ranking:
+    """One stored ranking (or arena comparison) as plain data."""
+
+    id: int
+    created_at: str
+    session_id: str
+    prompt: str
+    candidates: list[str]
+    ranks: list[int]
+    model: str
+    adapter: str | None = None
+    params: dict = field(default_factory=dict)
+    source: str = "rank"
+    verdict: str | None = None
+
+    def pairs(self) -> list[dict]:
+        return expand_ranking(self.prompt, self.candidates, self.ranks)
+
+
+class FeedbackStore:
+    """Rankings in SQLite. Thread-safe: each thread gets its own connection."""
+
+    def __init__(self, path: Path | str):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._memory: sqlite3.Connection | None = None  # ":memory:" is one connection shared by all
+        self._lock = threading.Lock()
+        migrate(self._connect())
+
+    @classmethod
+    def open(cls, settings=None) -> "FeedbackStore":
+        """The store of ``settings.home`` (default: ``$GPT_DEMO_HOME``)."""
+        from ..config import Settings
+
+        return cls(default_path((settings or Settings.from_env()).home))
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path == ":memory:":
+            if self._memory is None:
+                self._memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            return self._memory
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; safe with WAL
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+        return db
+
+    # -- writing ------------------------------------------------------------------
+    def add_ranking(
+        self,
+        prompt: str,
+        candidates: Sequence[str],
+        ranks: Sequence[int],
+        *,
+        model: str,
+        adapter: str | None = None,
+        params: dict | None = None,
+        session_id: str = "",
+        source: str = "rank",
+        verdict: str | None = None,
+    ) -> int:
+        """Store a ranking (1 = best, a permutation of 1..k) and return its id; bad input stores nothing."""
+        check_candidates(prompt, candidates)
+        ranks = verdict_ranks(verdict) if verdict is not None else check_ranks(ranks, len(candidates))
+        if verdict is not None and len(candidates) != 2:
+            raise ValueError(f"candidates={len(candidates)} answers is not allowed with a verdict; the arena compares 2")
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"model={model!r} is not allowed; name the model that wrote the answers")
+        params_json = json.dumps(params or {}, sort_keys=True, default=str)
+        with self._lock if self.path == ":memory:" else _nolock():
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = db.execute(
+                    "INSERT INTO rankings(created_at, session_id, prompt, model, adapter, params, source, verdict)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (datetime.now(timezone.utc).isoformat(), session_id or "", prompt, model, adapter,
+                     params_json, source, verdict),
+                )
+                rid = cur.lastrowid
+                db.executemany(
+                    "INSERT INTO candidates(ranking_id, position, text, rank) VALUES (?, ?, ?, ?)",
+                    [(rid, i, text, rank) for i, (text, rank) in enumerate(zip(candidates, ranks))],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return int(rid)
+
+    def add_comparison(self, prompt: str, a: str, b: str, verdict: str, **kwargs) -> int:
+        """The arena's pairwise vote: ``verdict`` is a | b | tie | both_bad (the last two give no pair)."""
+        return self.add_ranking(prompt, [a, b], [], verdict=verdict, source=kwargs.pop("source", "arena"), **kwargs)
+
+    # -- reading ------------------------------------------------------------------
+    def rankings(self) -> Iterator[Ranking]:
+        """Every stored ranking, oldest first."""
+        db = self._connect()
+        rows = db.execute(
+            "SELECT id, created_at, session_id, prompt, model, adapter, params, source, verdict FROM rankings ORDER BY id"
+        ).fetchall()
+        answers: dict[int, list[tuple[int, str, int]]] = {}
+        for rid, pos, text, rank in db.execute("SELECT ranking_id, position, text, rank FROM candidates"):
+            answers.setdefault(rid, []).append((pos, text, rank))
+        for rid, created, session, prompt, model, adapter, params, source, verdict in rows:
+            cands = sorted(answers.get(rid, []))
+            yield Ranking(rid, created, session, prompt, [c[1] for c in cands], [c[2] for c in cands],
+                          model, adapter, json.loads(params), source, verdict)
+
+    def pairs(self) -> list[dict]:
+        """All chosen/rejected pairs in TRL's preference format."""
+        return [pair for ranking in self.rankings() for pair in ranking.pairs()]
+
+    def counts(self) -> dict:
+        """How many rankings are stored and how many preference pairs they expand to."""
+        rankings = list(self.rankings())
+        return {"rankings": len(rankings), "pairs": sum(len(r.pairs()) for r in rankings)}
+
+    # -- export -------------------------------------------------------------------
+    def export(self, path: Path | str, format: str | None = None) -> int:
+        """Write the pairs to ``path`` (.jsonl or .parquet) atomically; return how many were written."""
+        path = Path(path)
+        format = format or (path.suffix.lstrip(".") or "jsonl")
+        if format not in EXPORT_FORMATS:
+            raise ValueError(f"format={format!r} is not allowed; choose one of {', '.join(EXPORT_FORMATS)}")
+        pairs = self.pairs()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            if format == "jsonl":
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    for pair in pairs:
+                        fh.write(json.dumps(pair, ensure_ascii=False) + "\n")
+            else:
+                _write_parquet(pairs, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return len(pairs)
+
+    def to_dataset(self):
+        """The pairs as a ``datasets.Dataset`` with columns prompt, chosen, rejected (needs the ``train`` extra)."""
+        from datasets import Dataset
+
+        pairs = self.pairs()
+        return Dataset.from_dict({key: [p[key] for p in pairs] for key in ("prompt", "chosen", "rejected")})
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+class _nolock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _write_parquet(pairs: list[dict], path: str) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as err:
+        raise ImportError("format='parquet' needs pyarrow: pip install 'gpt-demo[train]' or pip install pyarrow") from err
+    table = pa.table({key: [p[key] for p in pairs] for key in ("prompt", "chosen", "rejected")},
+                     schema=pa.schema([(k, pa.string()) for k in ("prompt", "chosen", "rejected")]))
+    pq.write_table(table, path)
