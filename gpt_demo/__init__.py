@@ -12,6 +12,19 @@ __version__ = "0.1.0"
 __all__ = ["load_engine", "Engine", "GenerationParams", "Conversation", "__version__"]
 
 
+def load_ipython_extension(ipython):
+    """``%load_ext gpt_demo``: register the notebook magics (loads no model; see ``gpt_demo.notebook``)."""
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython):
+    from .notebook import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
 def __getattr__(name):
     # Lazy so `import gpt_demo` and `gpt-demo --help` never import torch.
     if name in ("load_engine", "Engine"):

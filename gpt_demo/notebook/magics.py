@@ -1,0 +1,384 @@
+"""The magics: one ``Magics`` class, one parser and one ``handle_<sub>`` per (sub)command.
+
+    %%gpt [--system S] [--temperature T] ... [--format markdown|text|code|json] [--out VAR] [--new]
+    %gpt config [--model M] [--adapter A] [--quantize Q] [--device D] [--temperature T] ...
+    %gpt reset | %gpt history | %gpt help
+    %gpt_chat | %gpt_next TEXT | %gpt_embed | %%gpt_moderate | %gpt_rank PROMPT
+
+Lines are never ``$var``/``{var}``-expanded by IPython (``@no_var_expand``): the
+magics interpolate ``{name}``, ``{In[3]}``, ``{Out[3]}`` themselves and leave every
+other brace as written, so prompts with code or JSON work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import keyword
+import time
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
+from IPython.display import display
+
+from ..config import DEVICE_CHOICES, QUANTIZE_CHOICES, Settings
+from ..generation.params import GenerationParams
+from .parsing import MagicParser, add_param_flags, interpolate, one_line, param_values, parse
+from .state import NotebookState
+from .views import FORMATS, Answer, ConfigView, HelpText, History, ModerationTable, Status
+
+STREAM_INTERVAL_S = 0.05  # update the answer's display at most 20 times a second
+RANK_TEMPERATURE = 0.9  # ranking needs different answers, so %gpt_rank samples unless told otherwise
+SUBCOMMANDS = ("config", "reset", "history", "help")
+ERRORS = (ValueError, RuntimeError, OSError, ImportError, LookupError)
+
+
+def _out_name(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="VAR", help="store the result in this notebook variable")
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="registry name, hub id, local dir or .gguf (default: %%gpt config)")
+    p.add_argument("--adapter", help="LoRA adapter to load on top of the model")
+
+
+def chat_parser(prog: str = "%%gpt") -> MagicParser:
+    p = MagicParser(prog, "Send the cell to the model as the next user message; the answer streams below.")
+    p.add_argument("--system", help="system prompt (kept for the rest of the conversation)")
+    add_param_flags(p)
+    _model_flags(p)
+    p.add_argument("--format", choices=FORMATS, default="markdown", help="how to show the answer (default markdown)")
+    _out_name(p)
+    p.add_argument("--new", action="store_true", help="start a new conversation first")
+    p.add_argument("--no-interpolate", action="store_true", help="send {name} braces as written")
+    return p
+
+
+def config_parser() -> MagicParser:
+    p = MagicParser("%gpt config", "Show or set the model and the default generation parameters.")
+    p.add_argument("--model", help="registry name, hub id, local dir or .gguf")
+    p.add_argument("--adapter", help="LoRA adapter name ('none' removes it)")
+    p.add_argument("--quantize", choices=QUANTIZE_CHOICES)
+    p.add_argument("--device", choices=DEVICE_CHOICES)
+    add_param_flags(p)
+    p.add_argument("--clear-params", action="store_true", help="forget the default generation parameters")
+    return p
+
+
+def next_parser() -> MagicParser:
+    p = MagicParser("%gpt_next", "The most likely next tokens after TEXT (raw text, no chat template).")
+    p.add_argument("--top-k", type=int, default=10, help="rows (default 10)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0-2, the slider's start (default 1.0)")
+    p.add_argument("--model")
+    return p
+
+
+def chat_widget_parser() -> MagicParser:
+    p = MagicParser("%gpt_chat", "A chat panel: input box, send, streaming reply, sliders, clear.")
+    p.add_argument("--system", help="system prompt")
+    add_param_flags(p)
+    _model_flags(p)
+    return p
+
+
+def embed_parser() -> MagicParser:
+    p = MagicParser("%gpt_embed", "Map texts (one per cell line, or --from VAR) in 2-D and search them.")
+    p.add_argument("--from", dest="source", metavar="EXPR", help="a list of strings, a Series or a DataFrame")
+    p.add_argument("--column", help="the DataFrame column holding the texts")
+    p.add_argument("--method", choices=("pca", "umap"), default="pca", help="projection (default pca)")
+    p.add_argument("--embedder", choices=("minilm", "chat"), default="minilm",
+                   help="minilm (no chat model needed) or the chat model's hidden states")
+    p.add_argument("--top-k", type=int, default=5, help="search results (default 5)")
+    _out_name(p)
+    return p
+
+
+def moderate_parser() -> MagicParser:
+    p = MagicParser("%%gpt_moderate", "Moderate each line of the cell in OpenAI's categories.")
+    p.add_argument("--threshold", action="append", metavar="CATEGORY=NUMBER",
+                   help="override a threshold, e.g. violence=0.3 (repeat)")
+    _out_name(p)
+    return p
+
+
+def rank_parser() -> MagicParser:
+    p = MagicParser("%gpt_rank", "Generate k answers to PROMPT and rank them; saved with the web app's rankings.")
+    p.add_argument("-k", "--k", type=int, default=3, help="how many answers (2-8, default 3)")
+    add_param_flags(p)
+    p.add_argument("--model")
+    return p
+
+
+PARSERS = {
+    "chat": chat_parser(), "config": config_parser(), "next": next_parser(), "chat_widget": chat_widget_parser(),
+    "embed": embed_parser(), "moderate": moderate_parser(), "rank": rank_parser(),
+    "reset": MagicParser("%gpt reset", "Forget the conversation (and its system prompt)."),
+    "history": MagicParser("%gpt history", "Show the conversation so far."),
+}
+
+
+def _check_out(name: str | None) -> None:
+    if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
+        raise UsageError(f"--out {name!r} is not allowed; give a Python variable name")
+
+
+@magics_class
+class GptMagics(Magics):
+    """``%gpt``/``%%gpt`` and the widget magics; ``self.state`` is what they share."""
+
+    def __init__(self, shell=None):
+        super().__init__(shell)
+        self.state = NotebookState()
+
+    def _guard(self, prog: str, func, *args):
+        """Run a handler; any expected failure becomes one line (IPython shows UsageError without traceback)."""
+        try:
+            return func(*args)
+        except UsageError:
+            raise
+        except ERRORS as exc:
+            raise UsageError(f"{prog}: {one_line(exc)}") from None
+
+    def _text(self, text: str, no_interpolate: bool = False) -> str:
+        return text if no_interpolate else interpolate(text, self.shell.user_ns)
+
+    def _store(self, name: str | None, value) -> None:
+        if name:
+            self.shell.user_ns[name] = value
+
+    # -- %gpt / %%gpt ---------------------------------------------------------------
+    @no_var_expand
+    @line_cell_magic
+    def gpt(self, line: str, cell: str | None = None):
+        """Chat in a cell (%%gpt) or manage the chat (%gpt config|reset|history|help); see %gpt help."""
+        if cell is not None:
+            return self._guard("%%gpt", self.handle_chat, line, cell)
+        word, _, rest = line.strip().partition(" ")
+        if word in SUBCOMMANDS:
+            return self._guard(f"%gpt {word}", getattr(self, f"handle_{word}"), rest)
+        if not line.strip():
+            return self.handle_help("")
+        return self._guard("%gpt", self.handle_chat, line, None)  # a one-line prompt: %gpt [options] PROMPT
+
+    def handle_help(self, line: str):
+        parts = [PARSERS[k].format_help() for k in ("chat", "config", "chat_widget", "next", "embed", "moderate", "rank")]
+        return HelpText("\n".join(parts))
+
+    def handle_chat(self, line: str, cell: str | None):
+        parser = PARSERS["chat"]
+        args, rest = parse(parser, line, text_allowed=cell is None)
+        if args.help:
+            return HelpText(parser.format_help())
+        _check_out(args.out)
+        prompt = self._text(cell if cell is not None else rest, args.no_interpolate).strip()
+        if not prompt:
+            raise UsageError("%%gpt: the message is empty; write it in the cell body")
+        params = self.state.config.generation_params(**param_values(args))  # validated before any load
+        engine = self.state.engine(args.model, args.adapter)
+        conv = self.state.conversation
+        if args.new:
+            conv.clear()
+            conv.system = None
+        if args.system is not None:
+            conv.system = self._text(args.system, args.no_interpolate) or None
+        conv.add("user", prompt)
+        answer = Answer("", args.format, done=False)
+        handle = display(answer, display_id=True)
+        parts: list[str] = []
+        try:
+            last = time.monotonic()
+            for delta in engine.stream_chat(conv, params):
+                parts.append(delta)
+                if time.monotonic() - last > STREAM_INTERVAL_S:
+                    answer.text = "".join(parts)
+                    handle.update(answer)
+                    last = time.monotonic()
+        except KeyboardInterrupt:
+            parts.append(" [interrupted]")
+        except BaseException:
+            conv.undo()
+            handle.update(Status("(no answer)"))
+            raise
+        answer.text, answer.done = "".join(parts), True
+        handle.update(answer)
+        conv.add("assistant", answer.text)
+        self._store(args.out, answer.value())
+        return None
+
+    def handle_config(self, line: str):
+        parser = PARSERS["config"]
+        args, _ = parse(parser, line)
+        if args.help:
+            return HelpText(parser.format_help())
+        cfg = self.state.config
+        new_params = {} if args.clear_params else dict(cfg.params)
+        new_params.update(param_values(args))
+        shown = GenerationParams.from_dict(new_params)  # validate before changing anything
+        cfg.params = new_params
+        for name in ("model", "quantize", "device"):
+            if getattr(args, name) is not None:
+                setattr(cfg, name, getattr(args, name))
+        if args.adapter is not None:
+            cfg.adapter = None if args.adapter.lower() in ("", "none") else args.adapter
+        settings = Settings.from_env()
+        rows = {
+            "model": cfg.model or f"{settings.model} (default)",
+            "adapter": cfg.adapter or "none",
+            "quantize": cfg.quantize or f"{settings.quantize} (default)",
+            "device": cfg.device or f"{settings.device} (default)",
+            "loaded": "yes" if self.state.is_loaded() else "no (loads on the first chat)",
+        }
+        for name in ("temperature", "top_p", "max_tokens", "stop", "frequency_penalty", "presence_penalty", "best_of", "seed"):
+            value = getattr(shown, name)
+            rows[name] = f"{value!r}" + ("" if name in new_params else " (default)")
+        return ConfigView(rows)
+
+    def handle_reset(self, line: str):
+        args, _ = parse(PARSERS["reset"], line)
+        if args.help:
+            return HelpText(PARSERS["reset"].format_help())
+        self.state.conversation.clear()
+        self.state.conversation.system = None
+        return Status("New conversation.")
+
+    def handle_history(self, line: str):
+        args, _ = parse(PARSERS["history"], line)
+        if args.help:
+            return HelpText(PARSERS["history"].format_help())
+        return History(self.state.conversation.messages)
+
+    # -- widgets --------------------------------------------------------------------
+    @no_var_expand
+    @line_magic
+    def gpt_chat(self, line: str):
+        """A chat panel (ipywidgets): input, send, streaming reply, sliders, clear."""
+        return self._guard("%gpt_chat", self.handle_chat_widget, line)
+
+    def handle_chat_widget(self, line: str):
+        from .widgets import ChatPanel
+
+        parser = PARSERS["chat_widget"]
+        args, _ = parse(parser, line)
+        if args.help:
+            return HelpText(parser.format_help())
+        params = self.state.config.generation_params(**param_values(args))
+        engine = self.state.engine(args.model, args.adapter)
+        return ChatPanel(engine, params, system=args.system)
+
+    @no_var_expand
+    @line_magic
+    def gpt_next(self, line: str):
+        """The next-token probability table for TEXT, with a temperature slider."""
+        return self._guard("%gpt_next", self.handle_next, line)
+
+    def handle_next(self, line: str):
+        from .widgets import NextTokens
+
+        parser = PARSERS["next"]
+        args, text = parse(parser, line, text_allowed=True)
+        if args.help:
+            return HelpText(parser.format_help())
+        text = self._text(text)
+        if not text.strip():
+            raise UsageError("%gpt_next: give the text, e.g. %gpt_next The capital of France is")
+        engine = self.state.engine(args.model)
+        rows = engine.next_tokens(text, top_k=args.top_k, temperature=args.temperature)  # raises on bad values
+        return NextTokens(engine, text, top_k=args.top_k, temperature=args.temperature, rows=rows)
+
+    @no_var_expand
+    @line_cell_magic
+    def gpt_embed(self, line: str, cell: str | None = None):
+        """A 2-D map of texts (cell lines or --from VAR) with a cosine search box."""
+        return self._guard("%gpt_embed", self.handle_embed, line, cell)
+
+    def _texts_from(self, expr: str, column: str | None) -> list[str]:
+        try:
+            value = self.shell.ev(expr)
+        except Exception as exc:  # noqa: BLE001 - a NameError in the user's expression
+            raise UsageError(f"%gpt_embed: --from {expr}: {one_line(exc)}") from None
+        if hasattr(value, "columns"):  # a DataFrame
+            if column is None or column not in value.columns:
+                cols = ", ".join(map(str, value.columns))
+                raise UsageError(f"%gpt_embed: --column {column!r} is not a column of {expr}; choose one of {cols}")
+            value = value[column]
+        elif column is not None:
+            raise UsageError(f"%gpt_embed: --column needs a DataFrame, but {expr} is a {type(value).__name__}")
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise UsageError(f"%gpt_embed: --from {expr} must be a list of strings, a Series or a DataFrame")
+        return [v if isinstance(v, str) else str(v) for v in value]
+
+    def handle_embed(self, line: str, cell: str | None):
+        from .. import api
+        from .widgets import EmbeddingMap
+
+        parser = PARSERS["embed"]
+        args, _ = parse(parser, line)
+        if args.help:
+            return HelpText(parser.format_help())
+        _check_out(args.out)
+        if args.source:
+            texts = self._texts_from(args.source, args.column)
+        else:
+            texts = [t for t in (cell or "").splitlines() if t.strip()]
+        if len(texts) < 2:
+            raise UsageError("%gpt_embed: give at least 2 texts (one per cell line, or --from VAR)")
+        engine = self.state.engine() if args.embedder == "chat" else None
+        vectors = api.embed(texts, args.embedder, engine=engine)  # (N, D)
+        coords = api.project(vectors, dims=2, method=args.method)  # (N, 2)
+        self._store(args.out, {"texts": texts, "embeddings": vectors, "coords": coords})
+        return EmbeddingMap(texts, vectors, coords, lambda q: api.embed([q], args.embedder, engine=engine)[0],
+                            method=args.method, top_k=args.top_k)
+
+    @no_var_expand
+    @line_cell_magic
+    def gpt_moderate(self, line: str, cell: str | None = None):
+        """Moderation scores per line of the cell (or the text after %gpt_moderate)."""
+        return self._guard("%%gpt_moderate", self.handle_moderate, line, cell)
+
+    def handle_moderate(self, line: str, cell: str | None):
+        from .. import api
+        from ..cli import _parse_thresholds
+        from ..moderation import CATEGORIES, check_thresholds, get_moderator
+
+        parser = PARSERS["moderate"]
+        args, rest = parse(parser, line, text_allowed=cell is None)
+        if args.help:
+            return HelpText(parser.format_help())
+        _check_out(args.out)
+        overrides = check_thresholds(_parse_thresholds(args.threshold), "--threshold")
+        texts = [t for t in (cell if cell is not None else rest).splitlines() if t.strip()]
+        if not texts:
+            raise UsageError("%%gpt_moderate: give the texts, one per line of the cell")
+        results = api.moderate(texts, thresholds=overrides or None)
+        table = ModerationTable(texts, results, {**get_moderator().thresholds, **overrides}, CATEGORIES)
+        self._store(args.out, table.records())
+        return table
+
+    @no_var_expand
+    @line_magic
+    def gpt_rank(self, line: str):
+        """Generate k answers to PROMPT and rank them; the ranking joins the web app's store."""
+        return self._guard("%gpt_rank", self.handle_rank, line)
+
+    def handle_rank(self, line: str):
+        from ..feedback import FeedbackStore
+        from .widgets import RankingPanel
+
+        parser = PARSERS["rank"]
+        args, prompt = parse(parser, line, text_allowed=True)
+        if args.help:
+            return HelpText(parser.format_help())
+        prompt = self._text(prompt).strip()
+        if not prompt:
+            raise UsageError("%gpt_rank: give the prompt, e.g. %gpt_rank Write a slogan for a bakery")
+        if not 2 <= args.k <= 8:
+            raise UsageError(f"%gpt_rank: k={args.k} is out of range; allowed: 2 <= k <= 8")
+        values = {**self.state.config.params, **param_values(args), "n": args.k}
+        values.pop("best_of", None)  # k answers, not the best of them
+        if args.temperature is None:
+            values["temperature"] = RANK_TEMPERATURE
+        params = GenerationParams.from_dict(values)
+        engine = self.state.engine(args.model)
+        completion = engine.chat(prompt, params)
+        candidates = [c.text for c in completion.choices]
+        return RankingPanel(prompt, candidates, model=engine.model_name, adapter=engine.loaded.adapter,
+                            params=params.to_dict(), session_id=self.state.session_id, open_store=FeedbackStore.open)

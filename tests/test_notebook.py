@@ -1,0 +1,376 @@
+"""The Jupyter magics in a real IPython shell on the real default model, and the quickstart in a real kernel.
+
+    .venv/bin/python -m pytest tests/test_notebook.py -x -q               # everything (the notebook is `slow`)
+    .venv/bin/python -m pytest tests/test_notebook.py -q -m "not slow"
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("IPython")
+pytest.importorskip("ipywidgets")
+
+from IPython.core.error import UsageError  # noqa: E402
+from IPython.utils.capture import capture_output  # noqa: E402
+
+from gpt_demo.notebook import state_of  # noqa: E402
+from gpt_demo.notebook.state import NotebookState  # noqa: E402
+from gpt_demo.notebook.views import Answer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(scope="session")
+def shell(tmp_path_factory):
+    """One real InteractiveShell with the extension loaded (history in memory, IPYTHONDIR in tmp)."""
+    import os
+
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    os.environ["IPYTHONDIR"] = str(tmp_path_factory.mktemp("ipython"))
+    cfg = Config()
+    cfg.HistoryManager.hist_file = ":memory:"
+    ip = InteractiveShell.instance(config=cfg)
+    ip.run_line_magic("load_ext", "gpt_demo")
+    return ip
+
+
+@pytest.fixture
+def gpt(shell, engine):
+    """The shell with fresh magic state that reuses the session's engine (no second model load)."""
+    state = state_of(shell)
+    fresh = NotebookState()
+    state.__dict__.update(fresh.__dict__)
+    state.use_engine(engine)
+    return shell
+
+
+def run(shell, source: str):
+    """Run a cell like Jupyter does; return (result, captured outputs)."""
+    with capture_output() as captured:
+        result = shell.run_cell(source, store_history=True)
+    return result, captured
+
+
+# -- loading --------------------------------------------------------------------------
+def test_load_ext_registers_the_magics_and_loads_no_model(tmp_path):
+    code = (
+        "import sys\nfrom IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\nip.run_line_magic('load_ext', 'gpt_demo')\n"
+        "m = ip.magics_manager.magics\n"
+        "print('CELL', sorted(n for n in m['cell'] if n.startswith('gpt')))\n"
+        "print('LINE', sorted(n for n in m['line'] if n.startswith('gpt')))\n"
+        "print('HEAVY', [x for x in ('torch', 'transformers', 'sentence_transformers') if x in sys.modules])\n"
+    )
+    env = {**__import__("os").environ, "IPYTHONDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert "CELL ['gpt', 'gpt_embed', 'gpt_moderate']" in proc.stdout, proc.stderr
+    assert "LINE ['gpt', 'gpt_chat', 'gpt_embed', 'gpt_moderate', 'gpt_next', 'gpt_rank']" in proc.stdout
+    assert "HEAVY []" in proc.stdout
+
+
+def test_the_first_magic_loads_the_model_once_with_a_progress_line(shell, monkeypatch, engine):
+    import gpt_demo.api
+
+    calls = []
+
+    def fake_load_engine(model=None, quantize=None, device=None, **kwargs):
+        calls.append((model, kwargs))
+        return engine
+
+    monkeypatch.setattr(gpt_demo.api, "load_engine", fake_load_engine)
+    state = state_of(shell)
+    state.__dict__.update(NotebookState().__dict__)
+    _, out = run(shell, "%%gpt --max-tokens 2\nHi")
+    _, out2 = run(shell, "%%gpt --max-tokens 2\nHi again")
+    assert calls == [("smollm2-135m-instruct", {})]  # once, and no adapter= when none is asked for
+    texts = [o.data["text/plain"] for o in out.outputs]
+    assert texts[0].startswith("Loading smollm2-135m-instruct")
+    assert any(t.startswith("Loaded smollm2-135m-instruct") for t in texts)
+    assert not any("Loading" in o.data["text/plain"] for o in out2.outputs)
+
+
+def test_adapter_is_passed_to_load_engine_only_when_given(shell, monkeypatch):
+    import gpt_demo.api
+
+    calls = []
+
+    def fake_load_engine(model=None, quantize=None, device=None, **kwargs):
+        calls.append(kwargs)
+        raise ValueError(f"adapter={kwargs.get('adapter')!r} stops here")
+
+    monkeypatch.setattr(gpt_demo.api, "load_engine", fake_load_engine)
+    state_of(shell).__dict__.update(NotebookState().__dict__)
+    result, out = run(shell, "%%gpt --adapter my-lora\nHi")
+    assert calls == [{"adapter": "my-lora"}]
+    assert "adapter='my-lora' stops here" in out.stderr
+    run(shell, "%gpt config --adapter other")
+    run(shell, "%%gpt\nHi")
+    run(shell, "%gpt config --adapter none")
+    run(shell, "%%gpt\nHi")
+    assert calls[1:] == [{"adapter": "other"}, {}]
+
+
+# -- %%gpt ----------------------------------------------------------------------------
+def test_cell_answer_streams_into_one_display_and_out_sets_the_variable(gpt):
+    result, out = run(gpt, "%%gpt --temperature 0 --max-tokens 12 --out answer\nWhat is the capital of France?")
+    assert result.success, out.stderr
+    answer = gpt.user_ns["answer"]
+    assert "Paris" in answer
+    ids = {o.transient["display_id"] for o in out.outputs}
+    assert len(ids) == 1  # one display handle ...
+    assert sum(1 for o in out.outputs if not o.update) == 1  # ... created once ...
+    assert sum(1 for o in out.outputs if o.update) >= 2  # ... and updated while the answer grows
+    assert out.outputs[-1].data["text/markdown"] == answer
+    assert out.stdout == ""  # nothing printed token by token
+    turns = state_of(gpt).conversation.turns
+    assert turns == [{"role": "user", "content": "What is the capital of France?"},
+                     {"role": "assistant", "content": answer}]
+
+
+def test_conversation_carries_across_cells_until_new_or_reset(gpt):
+    run(gpt, '%%gpt --max-tokens 4 --system "Be brief."\nHello')
+    run(gpt, "%%gpt --max-tokens 4\nAnd again")
+    history = gpt.run_line_magic("gpt", "history")
+    roles = [m["role"] for m in history.messages]
+    assert roles == ["system", "user", "assistant", "user", "assistant"]
+    assert "And again" in history._repr_mimebundle_()["text/plain"]
+    run(gpt, "%%gpt --max-tokens 4 --new\nFresh start")
+    assert [m["content"] for m in state_of(gpt).conversation.turns][0] == "Fresh start"
+    assert len(state_of(gpt).conversation.turns) == 2
+    gpt.run_line_magic("gpt", "reset")
+    assert gpt.run_line_magic("gpt", "history").messages == []
+
+
+def test_interpolation_of_names_in_and_out_and_literal_braces(gpt):
+    run(gpt, 'city = "Lyon"')
+    r = gpt.run_cell("6 * 7", store_history=True)
+    n = r.execution_count
+    body = ('Tell me about {city}. Code: {In[%d]} = {Out[%d]}. JSON: {"a": {}, "b": [1]}. '
+            "def f(): return {x: 1 for x in range(2)}. Unknown: {nope} {Out[999]}. Doubled: {{city}}.") % (n, n)
+    result, out = run(gpt, "%%gpt --max-tokens 1\n" + body)
+    assert result.success, out.stderr
+    sent = state_of(gpt).conversation.turns[0]["content"]
+    assert sent == ('Tell me about Lyon. Code: 6 * 7 = 42. JSON: {"a": {}, "b": [1]}. '
+                    "def f(): return {x: 1 for x in range(2)}. Unknown: {nope} {Out[999]}. Doubled: {{city}}.")
+    run(gpt, "%%gpt --max-tokens 1 --new --no-interpolate\nAbout {city}")
+    assert state_of(gpt).conversation.turns[0]["content"] == "About {city}"
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("--temperature 5", "%%gpt: temperature=5.0 is out of range; allowed: 0 <= temperature <= 2"),
+        ("--bogus 1", "%%gpt: unrecognized option --bogus"),
+        ("--max-tokens lots", "%%gpt: argument --max-tokens: invalid int value: 'lots'"),
+        ("--format xml", "%%gpt: argument --format: invalid choice: 'xml'"),
+        ("--out 2nd", "--out '2nd' is not allowed"),
+        ("--model no-such-model", "%%gpt: model='no-such-model' is not known"),
+    ],
+)
+def test_a_bad_option_is_one_line_not_a_traceback(gpt, line, message):
+    result, out = run(gpt, f"%%gpt {line}\nHi")
+    assert isinstance(result.error_in_exec, UsageError)
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("UsageError: "), out.stderr
+    assert message in lines[0]
+    assert "Traceback" not in out.stdout + out.stderr
+    assert state_of(gpt).conversation.turns == []  # nothing was sent
+
+
+def test_config_sets_defaults_and_rejects_bad_values(gpt, engine):
+    view = gpt.run_line_magic("gpt", "config --max-tokens 3 --temperature 0 --stop \\n")
+    assert view.rows["max_tokens"] == "3" and view.rows["temperature"] == "0.0"
+    assert view.rows["stop"] == "('\\n',)"
+    assert view.rows["loaded"] == "yes"
+    run(gpt, "%%gpt --out a\nWrite a long story about a dragon.")
+    assert 1 <= len(engine.tokenizer(gpt.user_ns["a"], add_special_tokens=False)["input_ids"]) <= 4
+    result, out = run(gpt, "%gpt config --top-p 0 --max-tokens 99")
+    assert "top_p=0.0 is out of range" in out.stderr and isinstance(result.error_in_exec, UsageError)
+    assert state_of(gpt).config.params["max_tokens"] == 3  # unchanged by the failed call
+    assert gpt.run_line_magic("gpt", "config --clear-params").rows["max_tokens"] == "256 (default)"
+
+
+def test_line_mode_prompt_and_help(gpt):
+    gpt.run_line_magic("gpt", "--max-tokens 2 --out short It's a {\"json\": true} day")
+    assert state_of(gpt).conversation.turns[0]["content"] == 'It\'s a {"json": true} day'
+    assert "--format" in gpt.run_line_magic("gpt", "help")._repr_mimebundle_()["text/plain"]
+    assert "usage: %gpt_rank" in gpt.run_line_magic("gpt_rank", "--help").text
+
+
+def test_formats_choose_what_out_stores():
+    fenced = "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\nEnjoy."
+    assert Answer(fenced, "code").value() == "def add(a, b):\n    return a + b"
+    assert Answer(fenced, "code")._repr_mimebundle_()["text/markdown"].startswith("```\ndef add")
+    assert Answer('Sure: {"capital": "Rome"}', "json").value() == {"capital": "Rome"}
+    assert Answer('Sure: {"capital": "Rome"}', "json")._repr_mimebundle_()["application/json"] == {"capital": "Rome"}
+    assert Answer("no json here", "json").value() == "no json here"
+    assert "(not valid JSON)" in Answer("no json here", "json")._repr_mimebundle_()["text/plain"]
+    assert set(Answer("*hi*", "text")._repr_mimebundle_()) == {"text/plain"}
+
+
+def test_format_code_cell_stores_code_without_fences(gpt):
+    result, out = run(gpt, "%%gpt --format code --temperature 0 --max-tokens 24 --out src\n"
+                           "Write a Python function that adds two numbers.")
+    assert result.success, out.stderr
+    assert "```" not in gpt.user_ns["src"] and "def " in gpt.user_ns["src"]
+    assert out.outputs[-1].data["text/markdown"].startswith("```\n")
+
+
+# -- widgets --------------------------------------------------------------------------
+def test_chat_panel_sends_streams_and_clears(gpt):
+    panel = gpt.run_line_magic("gpt_chat", "--temperature 0 --max-tokens 8")
+    assert WIDGET in panel._repr_mimebundle_()
+    panel.input.value = "What is the capital of France?"
+    panel.send_button.click()
+    turns = panel.conversation.turns
+    assert [t["role"] for t in turns] == ["user", "assistant"] and "Paris" in turns[1]["content"]
+    assert "Paris" in panel.transcript.value and panel.input.value == ""
+    panel.temperature.value = 3.0  # the slider clamps to its range: 2.0
+    panel.max_tokens.value = 2
+    assert panel.send("Another") is not None
+    assert len(panel.conversation.turns) == 4
+    panel.clear_button.click()
+    assert panel.conversation.turns == [] and "No messages yet" in panel.transcript.value
+
+
+def test_next_tokens_table_follows_the_temperature_slider(gpt):
+    table = gpt.run_line_magic("gpt_next", "--top-k 5 The capital of France is")
+    assert WIDGET in table._repr_mimebundle_()
+    assert table.rows[0].token == " Paris" and len(table.rows) == 5
+    warm = table.rows[0].prob
+    html_before = table.table.value
+    table.temperature.value = 0.3
+    assert table.rows[0].token == " Paris" and table.rows[0].prob > warm
+    assert table.table.value != html_before and "&#x27; Paris&#x27;" in table.table.value
+    result, out = run(gpt, "%gpt_next --temperature 9 hi")
+    assert "temperature" in out.stderr and isinstance(result.error_in_exec, UsageError)
+
+
+def test_embed_map_hover_titles_search_and_out(gpt):
+    texts = ["A cat sat on the mat.", "A kitten rested on the rug.", "Stocks fell sharply today.",
+             "Investors sold their shares.", "Paris is the capital of France."]
+    gpt.user_ns["sentences"] = texts
+    emap = gpt.run_line_magic("gpt_embed", "--from sentences --out emb")
+    assert WIDGET in emap._repr_mimebundle_()
+    svg = emap.plot.value
+    assert svg.count("<circle") == 5 and "<title>A kitten rested on the rug.</title>" in svg
+    assert "<script" not in svg and "http" not in svg.replace("http://www.w3.org/2000/svg", "")
+    assert gpt.user_ns["emb"]["coords"].shape == (5, 2) and gpt.user_ns["emb"]["embeddings"].shape == (5, 384)
+    emap.top_k.value = 2
+    emap.query.value = "a feline on a carpet"  # Enter in the box runs the search
+    assert {texts[i] for i, _ in emap.hits} == {texts[0], texts[1]}
+    assert "(match 1)" in emap.plot.value and "<ol>" in emap.results.value
+    cell = gpt.run_cell_magic("gpt_embed", "", "alpha\n\nbeta\ngamma\n")
+    assert cell.texts == ["alpha", "beta", "gamma"]
+
+
+def test_embed_from_a_dataframe_column(gpt):
+    pd = pytest.importorskip("pandas")
+    gpt.user_ns["df"] = pd.DataFrame({"text": ["red apple", "green apple", "blue car"], "n": [1, 2, 3]})
+    emap = gpt.run_line_magic("gpt_embed", "--from df --column text")
+    assert emap.texts == ["red apple", "green apple", "blue car"]
+    result, out = run(gpt, "%gpt_embed --from df")
+    assert "choose one of text, n" in out.stderr and isinstance(result.error_in_exec, UsageError)
+
+
+def test_moderate_rows_thresholds_and_out(gpt):
+    table = gpt.run_cell_magic("gpt_moderate", "--out verdicts --threshold violence=0.5",
+                               "I want to kill him\n\nWhat is the capital of France?")
+    records = gpt.user_ns["verdicts"]
+    assert [r["text"] for r in records] == ["I want to kill him", "What is the capital of France?"]
+    assert records[0]["flagged"] and "violence" in records[0]["flagged_categories"]
+    assert not records[1]["flagged"]
+    assert records[0]["thresholds"]["violence"] == 0.5 and len(records[0]["category_scores"]) == 8
+    html = table._repr_mimebundle_()["text/html"]
+    assert "&ge; 0.50" in html and html.count("<tr>") == 3
+    result, out = run(gpt, "%%gpt_moderate --threshold violence=2\nhello")
+    assert "--threshold['violence']=2.0 is not allowed" in out.stderr
+
+
+def test_rank_widget_saves_to_the_shared_store(gpt, engine):
+    from gpt_demo.feedback import FeedbackStore
+
+    panel = gpt.run_line_magic("gpt_rank", "-k 3 --max-tokens 6 --seed 1 Write a slogan for a bakery")
+    assert WIDGET in panel._repr_mimebundle_() and len(panel.candidates) == 3
+    assert panel.submit([1, 1, 2]) is None and "rank" in panel.status.value
+    assert FeedbackStore.open().counts() == {"rankings": 0, "pairs": 0}
+    for dd, r in zip(panel.ranks, [2, 3, 1]):
+        dd.value = r
+    panel.submit_button.click()
+    assert panel.saved_id is not None and panel.submit_button.disabled
+    store = FeedbackStore.open()
+    assert store.counts() == {"rankings": 1, "pairs": 3}
+    saved = next(store.rankings())
+    assert saved.source == "notebook" and saved.model == engine.model_name
+    assert saved.prompt == "Write a slogan for a bakery" and saved.ranks == [2, 3, 1]
+    assert saved.params["max_tokens"] == 6 and saved.session_id == state_of(gpt).session_id
+    result, out = run(gpt, "%gpt_rank -k 1 hi")
+    assert "k=1 is out of range" in out.stderr
+
+
+# -- gpt-demo jupyter install / uninstall -----------------------------------------------
+def test_jupyter_install_autoloads_in_a_real_ipython_and_uninstall_removes_it(tmp_path):
+    import os
+
+    from gpt_demo.cli import main
+
+    cfg = tmp_path / "profile_default" / "ipython_config.py"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("c = get_config()\nc.InteractiveShell.autocall = 0\n")
+    assert main(["jupyter", "install", "--ipython-dir", str(tmp_path)]) == 0
+    assert main(["jupyter", "install", "--ipython-dir", str(tmp_path)]) == 0
+    text = cfg.read_text()
+    assert text.count('extensions.append("gpt_demo")') == 1 and "autocall = 0" in text
+    assert (ROOT / "extensions" / "ipython_config.py").read_text().count('extensions.append("gpt_demo")') == 1
+    env = {**os.environ, "IPYTHONDIR": str(tmp_path)}
+    probe = "print('MAGICS', 'gpt' in get_ipython().magics_manager.magics['cell'])"
+    proc = subprocess.run([sys.executable, "-m", "IPython", "-c", probe], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert "MAGICS True" in proc.stdout, proc.stderr
+    assert main(["jupyter", "uninstall", "--ipython-dir", str(tmp_path)]) == 0
+    assert cfg.read_text() == "c = get_config()\nc.InteractiveShell.autocall = 0\n"
+    proc = subprocess.run([sys.executable, "-m", "IPython", "-c", probe], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert "MAGICS False" in proc.stdout, proc.stderr
+
+
+def test_jupyter_help_imports_nothing_heavy():
+    code = ("import sys\nfrom gpt_demo.cli import main\ntry:\n    main(['jupyter', 'install', '--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "print('HEAVY', [m for m in ('torch', 'IPython', 'ipywidgets') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "--ipython-dir" in proc.stdout and "HEAVY []" in proc.stdout, proc.stderr
+
+
+# -- the quickstart notebook in a real kernel -------------------------------------------
+@pytest.mark.slow
+def test_quickstart_notebook_runs_top_to_bottom_in_a_real_kernel(engine, tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # the kernel sees no user profile
+    nb = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT / "examples")}}).execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code)
+    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+    tagged = lambda tag: [c for c in code if tag in c.metadata.get("tags", [])]  # noqa: E731
+    for cell in tagged("chat"):
+        answers = [o.data["text/markdown"] for o in cell.outputs if "text/markdown" in o.get("data", {})]
+        assert answers and answers[-1].strip(" `\n"), cell.source
+    for cell in tagged("widget"):
+        assert any(WIDGET in o.get("data", {}) and o.output_type == "execute_result" for o in cell.outputs), cell.source
+    outs = {c.source: c for c in code}
+    assert "Paris" in json.dumps(outs["answer"].outputs[0]["data"]["text/plain"])
+    assert "('I want to kill him', True)" in outs['[(v["text"], v["flagged"]) for v in verdicts]'].outputs[0]["data"]["text/plain"]
+    assert len(tagged("chat")) == 3 and len(tagged("widget")) == 4
