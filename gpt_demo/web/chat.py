@@ -1,0 +1,171 @@
+"""The Chat tab: streaming replies with stop, retry, undo, clear, a system prompt and every parameter.
+
+Handlers are module-level functions over a ``WebSession``; ``build`` binds the engine with
+``functools.partial`` so tests call them directly: ``list(stream_reply(engine, s, "off", *values))``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from .params_panel import panel, to_params
+from .render import chat_messages, error_text
+from .session import WebSession, ensure
+
+MODERATION_MODES = ("off", "warn", "block")
+# A 135M model rambles at OpenAI's default temperature 1; SmolLM2's card suggests 0.2 and top_p 0.9.
+CHAT_DEFAULTS = dict(temperature=0.3, top_p=0.9, max_tokens=256)
+MAX_INPUT_CHARS = 200_000  # beyond this the text box itself refuses (the prompt is still cut to the window)
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MODERATION_MODES:
+        raise ValueError(f"moderation={mode!r} is not allowed; choose one of {', '.join(MODERATION_MODES)}")
+    return mode
+
+
+def add_user(session: WebSession | None, message: str, mode: str, *param_values):
+    """Check the parameters and the message, then append it. Returns (session, chatbot, textbox, note)."""
+    import gradio as gr
+
+    session = ensure(session)
+    try:
+        to_params(*param_values)  # a bad parameter is refused before anything changes
+        _check_mode(mode)
+        text = (message or "").strip()
+        if not text:
+            raise ValueError("message='' is not allowed; type something to send")
+        if len(message) > MAX_INPUT_CHARS:
+            raise ValueError(f"message has {len(message)} characters; allowed: at most {MAX_INPUT_CHARS}")
+    except ValueError as exc:
+        raise gr.Error(error_text(exc), print_exception=False) from None
+    note = ""
+    if mode != "off":
+        from ..api import gate
+
+        decision = gate(message, mode, role="user")
+        if not decision.allowed:
+            raise gr.Error(decision.message or "blocked by moderation", print_exception=False)
+        note = decision.message or ""
+    session.conversation.add("user", message)
+    session.note = note
+    return session, chat_messages(session.conversation), "", note
+
+
+def stream_reply(engine, session: WebSession | None, mode: str, *param_values):
+    """Generate the assistant's answer to the conversation, yielding (session, chatbot, note) as it grows."""
+    import gradio as gr
+
+    session = ensure(session)
+    conv = session.conversation
+    if not conv.turns or conv.turns[-1]["role"] != "user":
+        yield session, chat_messages(conv), session.note
+        return
+    try:
+        params = to_params(*param_values)
+        rendered = engine.render_chat(conv, params)
+    except ValueError as exc:
+        raise gr.Error(error_text(exc), print_exception=False) from None
+    notes = [session.note] if session.note else []
+    if rendered.truncated:
+        notes.append(f"Note: the prompt did not fit the {engine.context_window}-token context window; {rendered.note}.")
+    if mode == "block":  # the answer must be checked before anyone sees it, so it is not streamed
+        from ..api import gate
+
+        answer = engine.chat(conv, params).text
+        decision = gate(answer, "block", role="assistant")
+        if not decision.allowed:
+            notes.append(decision.message or "The answer was blocked by moderation.")
+            answer = "*[answer withheld by moderation]*"
+        conv.add("assistant", answer)
+        session.note = " ".join(notes)
+        yield session, chat_messages(conv), session.note
+        return
+    conv.add("assistant", "")
+    turn = conv.turns[-1]
+    session.note = " ".join(notes)
+    # The partial answer lives in the conversation, so Stop keeps what was written so far.
+    for delta in engine.stream_chat(conv.messages[:-1], params):
+        turn["content"] += delta
+        yield session, chat_messages(conv), session.note
+    if mode == "warn":
+        from ..api import gate
+
+        decision = gate(turn["content"], "warn", role="assistant")
+        if decision.message:
+            notes.append(decision.message)
+    session.note = " ".join(notes)
+    yield session, chat_messages(conv), session.note
+
+
+def retry(session: WebSession | None):
+    """Drop the last answer so ``stream_reply`` writes a new one to the same message."""
+    session = ensure(session)
+    turns = session.conversation.turns
+    if turns and turns[-1]["role"] == "assistant":
+        turns.pop()
+    return session, chat_messages(session.conversation)
+
+
+def undo(session: WebSession | None):
+    """Remove the last exchange (answer and question); returns the question for editing."""
+    session = ensure(session)
+    turns = session.conversation.turns
+    last_user = ""
+    if turns and turns[-1]["role"] == "assistant":
+        turns.pop()
+    if turns and turns[-1]["role"] == "user":
+        last_user = turns.pop()["content"]
+    session.note = ""
+    return session, chat_messages(session.conversation), last_user, ""
+
+
+def clear(session: WebSession | None):
+    session = ensure(session)
+    session.conversation.clear()
+    session.note = ""
+    return session, [], ""
+
+
+def set_system(session: WebSession | None, text: str):
+    session = ensure(session)
+    session.conversation.system = (text or "").strip() or None
+    return session
+
+
+def build(engine, state, concurrency: int) -> None:
+    """The tab's components and events, inside the current ``gr.Tab``."""
+    import gradio as gr
+
+    system = gr.Textbox(label="System prompt", placeholder="You are a helpful assistant.", lines=1)
+    chatbot = gr.Chatbot(label=f"Chat with {engine.model_name}", height=460, sanitize_html=True,
+                         allow_tags=False, render_markdown=True, feedback_options=None,
+                         buttons=["copy"], elem_id="chatbot")
+    note = gr.Markdown("", elem_id="chat-note")
+    with gr.Row():
+        message = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=6,
+                             lines=1, max_lines=8, elem_id="chat-input")
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
+    with gr.Row():
+        retry_btn = gr.Button("Retry", size="sm")
+        undo_btn = gr.Button("Undo", size="sm")
+        clear_btn = gr.Button("Clear", size="sm")
+        mode = gr.Dropdown(list(MODERATION_MODES), value="off", label="Moderation", scale=2,
+                           info="warn: flag; block: refuse flagged messages and answers")
+    params = panel(engine.defaults.replace(**CHAT_DEFAULTS), max_tokens_limit=min(engine.context_window, 2048))
+
+    reply = partial(stream_reply, engine)
+    gen = dict(concurrency_limit=concurrency, concurrency_id="generate")
+    events = []
+    for trigger in (message.submit, send.click):
+        ev = trigger(add_user, [state, message, mode, *params], [state, chatbot, message, note],
+                     api_name="chat_add" if trigger == send.click else False, show_progress="hidden")
+        events.append(ev.success(reply, [state, mode, *params], [state, chatbot, note],
+                                 api_name="chat_reply" if trigger == send.click else False, **gen))
+    ev = retry_btn.click(retry, [state], [state, chatbot], api_name="chat_retry")
+    events.append(ev.then(reply, [state, mode, *params], [state, chatbot, note], api_name=False, **gen))
+    stop.click(None, None, None, cancels=events, api_name=False)
+    undo_btn.click(undo, [state], [state, chatbot, message, note], api_name="chat_undo")
+    clear_btn.click(clear, [state], [state, chatbot, note], api_name="chat_clear")
+    system.change(set_system, [state, system], [state], api_name=False)

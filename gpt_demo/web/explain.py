@@ -1,0 +1,167 @@
+"""The Explain tab: the next-token distribution (live temperature, step by step) and attention heatmaps."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from .render import error_text
+from .session import WebSession, ensure
+
+DEFAULT_TEXT = "The best thing about AI is its ability to"
+ATTENTION_EXAMPLE = "The animal didn't cross the street because it was too tired"
+
+
+def show_token(token: str) -> str:
+    """Make whitespace visible: ' Paris' -> '␣Paris', '\\n' -> '↵'."""
+    return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
+
+
+def distribution_table(engine, text: str, temperature: float, top_k: int):
+    """(DataFrame for the table and the bar chart, choices for the "take this token" box)."""
+    import pandas as pd
+
+    rows = engine.next_tokens(text, top_k=int(top_k), temperature=float(temperature))
+    df = pd.DataFrame({
+        "rank": list(range(1, len(rows) + 1)),
+        "token": [f"{i + 1}. {show_token(r.token)}" for i, r in enumerate(rows)],
+        "probability": [round(r.prob, 4) for r in rows],
+        "logprob": [round(r.logprob, 3) for r in rows],
+        "token_id": [r.token_id for r in rows],
+    })
+    choices = [(f"{show_token(r.token)}  ({r.prob:.1%})", r.token_id) for r in rows]
+    return df, choices
+
+
+def show_distribution(engine, session: WebSession | None, text: str, temperature, top_k):
+    """Returns (session, table, chart, choice box update, status)."""
+    import gradio as gr
+
+    session = ensure(session)
+    try:
+        df, choices = distribution_table(engine, text, temperature, top_k)
+    except ValueError as exc:
+        raise gr.Error(error_text(exc), print_exception=False) from None
+    session.explain_text = text
+    top = df.iloc[0]
+    status = f"Most likely next token: **{top['token'].split('. ', 1)[1]}** ({top['probability']:.1%}) at temperature {temperature}."
+    return session, df.drop(columns=["token_id"]), df[["token", "probability"]], gr.update(choices=choices, value=None), status
+
+
+def take_step(engine, session: WebSession | None, text: str, temperature, top_k, token_id, seed):
+    """Append the chosen token (or a sampled one when none is chosen). Returns the new text plus show_distribution."""
+    import gradio as gr
+
+    session = ensure(session)
+    try:
+        seed_value = int(seed) if str(seed or "").strip() else None
+        result = engine.step(text, float(temperature), token_id=int(token_id) if token_id not in (None, "") else None,
+                             seed=seed_value, top_k=int(top_k))
+    except ValueError as exc:
+        raise gr.Error(error_text(exc), print_exception=False) from None
+    how = "chosen" if token_id not in (None, "") else "sampled"
+    out = show_distribution(engine, session, result.text, temperature, top_k)
+    status = f"Appended **{show_token(result.token)}** ({how}, p = {result.prob:.1%}). " + out[-1]
+    return result.text, *out[:-1], status
+
+
+def attention_plot(engine, text: str, layer, head: str):
+    """A matplotlib heatmap of one layer's head (or the mean over heads), and a one-line reading."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    head_index = None if head in (None, "", "mean") else int(head)
+    amap = engine.attention(text, layer=int(layer), head=head_index)
+    labels = [show_token(t) for t in amap.tokens]
+    size = max(4.0, 0.42 * len(labels) + 1.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(amap.weights, cmap="viridis", vmin=0)
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=9)
+    ax.set_yticks(range(len(labels)), labels, fontsize=9)
+    ax.set_xlabel("attends to (key)")
+    ax.set_ylabel("token (query)")
+    which = "mean over heads" if head_index is None else f"head {head_index}"
+    ax.set_title(f"layer {amap.layer}, {which}")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig, amap
+
+
+def show_attention(engine, text: str, layer, head: str, token: str):
+    """Returns (figure, reading): what ``token`` attends to most at this layer and head."""
+    import gradio as gr
+
+    try:
+        fig, amap = attention_plot(engine, text, layer, head)
+        reading = ""
+        if token and token.strip():
+            top = amap.top_attended(token, k=3)
+            reading = f"**{token.strip()}** attends most to: " + ", ".join(
+                f"{show_token(t)} ({w:.0%})" for t, w in top) + " (position 0, the attention sink, left out)."
+    except ValueError as exc:
+        raise gr.Error(error_text(exc), print_exception=False) from None
+    return fig, reading
+
+
+def find_heads(engine, text: str, token: str, target: str):
+    """Table of the heads where ``token`` attends most to ``target``."""
+    import gradio as gr
+    import pandas as pd
+
+    try:
+        rows = engine.strongest_heads(text, token, target, k=8)
+    except ValueError as exc:
+        raise gr.Error(error_text(exc), print_exception=False) from None
+    return pd.DataFrame({"layer": [r[0] for r in rows], "head": [r[1] for r in rows],
+                         "weight": [round(r[2], 3) for r in rows]})
+
+
+def build(engine, state) -> None:
+    import gradio as gr
+
+    cfg = engine.loaded.model.config
+    n_layers, n_heads = int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+    with gr.Tabs():
+        with gr.Tab("Next token"):
+            text = gr.Textbox(DEFAULT_TEXT, label="Text (raw, no chat template)", lines=2, elem_id="explain-text")
+            with gr.Row():
+                temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="temperature",
+                                        info="Reshapes the same logits: low sharpens, high flattens.")
+                top_k = gr.Slider(3, 30, value=10, step=1, label="rows")
+            status = gr.Markdown("")
+            with gr.Row():
+                table = gr.Dataframe(label="Next-token probabilities", interactive=False, elem_id="explain-table")
+                chart = gr.BarPlot(x="token", y="probability", sort="-y", x_label_angle=-45,
+                                   label="Distribution", y_lim=[0, 1])
+            with gr.Row():
+                choice = gr.Dropdown([], value=None, label="Take this token (blank: sample one)", scale=3)
+                seed = gr.Textbox("", label="seed (blank: random)", scale=1)
+                step = gr.Button("Step: append a token", variant="primary", scale=2, elem_id="explain-step")
+        with gr.Tab("Attention"):
+            a_text = gr.Textbox(ATTENTION_EXAMPLE, label="A short sentence", lines=1)
+            with gr.Row():
+                default_layer = 13 if n_layers > 13 else n_layers - 1  # 13/8: "it" -> "animal" in SmolLM2-135M
+                layer = gr.Slider(0, n_layers - 1, value=default_layer, step=1, label="layer")
+                head = gr.Dropdown(["mean"] + [str(h) for h in range(n_heads)], value="8" if n_heads > 8 else "mean",
+                                   label="head")
+                token = gr.Textbox("it", label="Read the row of token")
+            reading = gr.Markdown("")
+            heatmap = gr.Plot(label="Attention weights")
+            with gr.Row():
+                target = gr.Textbox("animal", label="Which heads link the token to", scale=3)
+                find = gr.Button("Find heads", scale=1)
+            heads = gr.Dataframe(label="Strongest heads", interactive=False)
+
+    show = partial(show_distribution, engine)
+    outs = [state, table, chart, choice, status]
+    for trigger in (text.submit, temperature.change, top_k.change):
+        trigger(show, [state, text, temperature, top_k], outs, api_name=False, show_progress="hidden")
+    step.click(partial(take_step, engine), [state, text, temperature, top_k, choice, seed], [text, *outs],
+               api_name="explain_step")
+    attn = partial(show_attention, engine)
+    for trigger in (a_text.submit, layer.release, head.change, token.submit):
+        trigger(attn, [a_text, layer, head, token], [heatmap, reading], api_name=False)
+    find.click(partial(find_heads, engine), [a_text, token, target], [heads], api_name="attention_heads")
+    return {"load": [(show, [state, text, temperature, top_k], outs), (attn, [a_text, layer, head, token], [heatmap, reading])]}

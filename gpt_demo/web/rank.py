@@ -1,0 +1,200 @@
+"""The Rank tab: rank k sampled answers (1 = best) or vote in a quick A/B arena; rankings go to the store.
+
+    generate_candidates(engine, session, prompt, k, *param_values)   -> k answers, shown side by side
+    submit_ranking(store, engine, session, prompt, k, *answers_then_ranks)  -> one stored row, or a message
+    vote(store, engine, session, verdict)                               -> the arena's pairwise verdict
+"""
+
+from __future__ import annotations
+
+import tempfile
+from functools import partial
+from pathlib import Path
+
+from ..feedback.pairs import MAX_K, MIN_K
+from .params_panel import panel, to_params
+from .render import error_text
+from .session import WebSession, ensure
+
+EXAMPLE_PROMPTS = [
+    "Explain photosynthesis to a ten-year-old.",
+    "Write a haiku about the sea.",
+    "Give me three tips for a job interview.",
+    "What is the difference between a list and a tuple in Python?",
+    "How do I apologise to a friend I upset?",
+]
+# Varied enough that the k answers differ, calm enough that they stay on topic.
+RANK_DEFAULTS = dict(temperature=0.8, top_p=0.95, max_tokens=96)
+VERDICT_LABELS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
+
+
+def _check_k(k) -> int:
+    """k as an int when it is a whole number from MIN_K to MAX_K (sliders send 3.0, forms send "3")."""
+    try:
+        value = float(k)
+        whole = not isinstance(k, bool) and value == int(value)
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole or not MIN_K <= value <= MAX_K:
+        raise ValueError(f"k={k!r} is out of range; allowed: a whole number, {MIN_K} <= k <= {MAX_K}")
+    return int(value)
+
+
+def _check_prompt(prompt: str) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("prompt='' is not allowed; type or pick a prompt first")
+    return prompt.strip()
+
+
+def sample_answers(engine, prompt: str, k: int, params) -> list[str]:
+    """``k`` answers to ``prompt`` sampled together with ``params`` (n=k, one batched decode)."""
+    completion = engine.chat(prompt, params.replace(n=k, best_of=None) if params.best_of else params.replace(n=k))
+    return [choice.text.strip() or "(empty answer)" for choice in completion.choices]
+
+
+def stats_text(store) -> str:
+    counts = store.counts()
+    return (f"**{counts['rankings']}** rankings · **{counts['pairs']}** preference pairs stored "
+            f"in `{store.path}`")
+
+
+def generate_candidates(engine, session: WebSession | None, prompt: str, k, *param_values):
+    """Sample k answers. Returns (session, [answer box updates x MAX_K], [rank updates x MAX_K], status)."""
+    import gradio as gr
+
+    session = ensure(session)
+    try:
+        prompt, k = _check_prompt(prompt), _check_k(k)
+        params = to_params(*param_values, n=k)
+    except ValueError as exc:
+        raise gr.Error(error_text(exc), print_exception=False) from None
+    answers = sample_answers(engine, prompt, k, params)
+    session.rank_prompt, session.rank_params = prompt, params.to_dict()
+    status = f"{k} answers sampled at temperature {params.temperature}. Give each a different rank (1 = best) and submit."
+    if params.temperature == 0:
+        status += " Temperature 0 gives identical answers: raise it for a useful ranking."
+    boxes = [gr.update(value=answers[i] if i < k else "", visible=i < k) for i in range(MAX_K)]
+    ranks = [gr.update(value=None, visible=i < k) for i in range(MAX_K)]
+    return session, *boxes, *ranks, status
+
+
+def submit_ranking(store, engine, session: WebSession | None, prompt: str, k, *answers_then_ranks):
+    """Store the ranking of the first k answers; a non-permutation is refused and stores nothing.
+
+    ``answers_then_ranks`` is MAX_K answer texts followed by MAX_K ranks (None when unset).
+    Returns (session, status, stats).
+    """
+    session = ensure(session)
+    answers, ranks = list(answers_then_ranks[:MAX_K]), list(answers_then_ranks[MAX_K:])
+    try:
+        prompt, k = _check_prompt(prompt), _check_k(k)
+        if len(ranks) != MAX_K:
+            raise ValueError(f"expected {MAX_K} answers and {MAX_K} ranks, got {len(answers_then_ranks)} values")
+        missing = [i + 1 for i in range(k) if ranks[i] in (None, "")]
+        if missing:
+            raise ValueError(f"ranks: answer(s) {', '.join(map(str, missing))} have no rank; "
+                             f"give each of the {k} answers a different rank from 1 to {k}")
+        generated = session.rank_prompt == prompt
+        ranking_id = store.add_ranking(
+            prompt, [a or "" for a in answers[:k]], ranks[:k],
+            model=engine.model_name, adapter=engine.loaded.adapter,
+            params=session.rank_params if generated else {"source": "typed by the user"},
+            session_id=session.id, source="rank",
+        )
+    except ValueError as exc:
+        return session, f"Not stored: {error_text(exc)}", stats_text(store)
+    pairs = k * (k - 1) // 2
+    return session, f"Stored ranking #{ranking_id} ({pairs} preference pairs).", stats_text(store)
+
+
+def arena_generate(engine, session: WebSession | None, prompt: str, *param_values):
+    """Two answers for the arena. Returns (session, answer A, answer B, status)."""
+    import gradio as gr
+
+    session = ensure(session)
+    try:
+        prompt = _check_prompt(prompt)
+        params = to_params(*param_values, n=2)
+    except ValueError as exc:
+        raise gr.Error(error_text(exc), print_exception=False) from None
+    a, b = sample_answers(engine, prompt, 2, params)
+    session.arena, session.arena_prompt, session.rank_params = (a, b), prompt, params.to_dict()
+    return session, a, b, "Which answer is better?"
+
+
+def vote(store, engine, session: WebSession | None, verdict: str):
+    """Store the arena verdict (a | b | tie | both_bad) for the answers on show. Returns (session, status, stats)."""
+    session = ensure(session)
+    if session.arena is None:
+        return session, "Not stored: generate two answers first.", stats_text(store)
+    try:
+        ranking_id = store.add_comparison(
+            session.arena_prompt, *session.arena, verdict,
+            model=engine.model_name, adapter=engine.loaded.adapter, params=session.rank_params, session_id=session.id,
+        )
+    except ValueError as exc:
+        return session, f"Not stored: {error_text(exc)}", stats_text(store)
+    session.arena = None  # one vote per pair of answers
+    return session, f"Stored vote #{ranking_id}: {VERDICT_LABELS[verdict]}.", stats_text(store)
+
+
+def export_pairs(store, format: str = "jsonl"):
+    """Write the preference pairs to a temporary file for download; returns its path."""
+    folder = Path(tempfile.mkdtemp(prefix="gpt-demo-export-"))
+    path = folder / f"preference_pairs.{format}"
+    store.export(path, format)
+    return str(path)
+
+
+def build(engine, store, state, concurrency: int) -> None:
+    import gradio as gr
+
+    gen = dict(concurrency_limit=concurrency, concurrency_id="generate")
+    stats = gr.Markdown(stats_text(store), elem_id="rank-stats")
+    with gr.Tabs():
+        with gr.Tab("Rank k answers"):
+            with gr.Row():
+                prompt = gr.Dropdown(EXAMPLE_PROMPTS, value=None, allow_custom_value=True, scale=4,
+                                     label="Prompt", info="Pick one or type your own.", elem_id="rank-prompt")
+                k = gr.Slider(MIN_K, MAX_K, value=3, step=1, label="k answers", scale=1, elem_id="rank-k")
+            params = panel(engine.defaults.replace(**RANK_DEFAULTS),
+                           max_tokens_limit=min(engine.context_window, 1024))
+            generate = gr.Button("Generate answers", variant="primary", elem_id="rank-generate")
+            boxes, ranks = [], []
+            with gr.Row(equal_height=True):
+                for i in range(MAX_K):
+                    with gr.Column(min_width=220):
+                        boxes.append(gr.Textbox(label=f"Answer {i + 1}", lines=8, max_lines=16, interactive=True,
+                                                visible=i < 3, elem_id=f"rank-answer-{i}"))
+                        ranks.append(gr.Dropdown([str(r) for r in range(1, MAX_K + 1)], value=None, label="Rank",
+                                                 visible=i < 3, elem_id=f"rank-rank-{i}"))
+            submit = gr.Button("Submit ranking", variant="primary", elem_id="rank-submit")
+            status = gr.Markdown("", elem_id="rank-status")
+        with gr.Tab("Arena (A vs B)"):
+            a_prompt = gr.Dropdown(EXAMPLE_PROMPTS, value=None, allow_custom_value=True, label="Prompt")
+            a_params = panel(engine.defaults.replace(**RANK_DEFAULTS),
+                             max_tokens_limit=min(engine.context_window, 1024))
+            a_generate = gr.Button("Generate A and B", variant="primary")
+            with gr.Row(equal_height=True):
+                answer_a = gr.Textbox(label="A", lines=8, interactive=False)
+                answer_b = gr.Textbox(label="B", lines=8, interactive=False)
+            with gr.Row():
+                buttons = {v: gr.Button(label) for v, label in VERDICT_LABELS.items()}
+            a_status = gr.Markdown("")
+    with gr.Row():
+        fmt = gr.Radio(["jsonl", "parquet"], value="jsonl", label="Export format", scale=1)
+        export = gr.Button("Export preference pairs", scale=1)
+        download = gr.File(label="Download", scale=2)
+
+    generate.click(partial(generate_candidates, engine), [state, prompt, k, *params], [state, *boxes, *ranks, status],
+                   api_name="rank_generate", **gen)
+    k.change(lambda kk: [gr.update(visible=i < int(kk)) for i in range(MAX_K)] * 2, [k], [*boxes, *ranks],
+             api_name=False, show_progress="hidden")
+    submit.click(partial(submit_ranking, store, engine), [state, prompt, k, *boxes, *ranks], [state, status, stats],
+                 api_name="rank_submit", concurrency_limit=None)
+    a_generate.click(partial(arena_generate, engine), [state, a_prompt, *a_params],
+                     [state, answer_a, answer_b, a_status], api_name="arena_generate", **gen)
+    for verdict, button in buttons.items():
+        button.click(partial(vote, store, engine, verdict=verdict), [state], [state, a_status, stats],
+                     api_name=f"arena_{verdict}", concurrency_limit=None)
+    export.click(partial(export_pairs, store), [fmt], [download], api_name="export_pairs")

@@ -1,0 +1,39 @@
+"""Per-browser-session state, kept in ``gr.State`` so each visitor has their own history.
+
+    >>> s = WebSession()
+    >>> s.conversation.add("user", "Hi").messages
+    [{'role': 'user', 'content': 'Hi'}]
+    >>> len(s.id)
+    32
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from ..chat import Conversation
+
+
+@dataclass
+class WebSession:
+    """What one visitor's tabs remember between events."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    conversation: Conversation = field(default_factory=Conversation)
+    note: str = ""  # the last truncation or moderation note shown under the chat
+    rank_prompt: str = ""  # the prompt the current candidates answer
+    rank_params: dict = field(default_factory=dict)
+    arena: tuple[str, str] | None = None  # the two answers on show in the arena
+    arena_prompt: str = ""
+    explain_text: str = ""  # the text the Explain tab is stepping through
+
+
+def ensure(session: WebSession | None) -> WebSession:
+    """gradio_client sessions can start without the load event; give them a fresh state."""
+    return session if isinstance(session, WebSession) else WebSession()
+
+
+def new_session() -> WebSession:
+    """``gr.State``'s factory (gradio calls it at page load; a dataclass type itself confuses its config)."""
+    return WebSession()

@@ -1,0 +1,1 @@
+../gpt_demo/web/space_template/app.py

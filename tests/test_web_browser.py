@@ -1,0 +1,164 @@
+"""The web app in a real browser: Playwright driving Debian's Chromium (``.ci/run`` installs it).
+
+    .venv/bin/python -m pytest tests/test_web_browser.py -q       # screenshots go to docs/screenshots/
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio")
+playwright = pytest.importorskip("playwright.sync_api")
+
+from gpt_demo.feedback import FeedbackStore  # noqa: E402
+from gpt_demo.web.app import build_app, launch  # noqa: E402
+from gpt_demo.web.serve_config import ServeConfig  # noqa: E402
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+# Without these, Chromium keeps trying to reach Google's hosts, which this network refuses.
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def served(engine, tmp_path_factory):
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip("needs Debian's chromium (apt-get install chromium; .ci/run does it)")
+    db = tmp_path_factory.mktemp("browser") / "feedback.sqlite"
+    app = build_app(engine, store=FeedbackStore(db))
+    url = launch(app, ServeConfig(port=0), block=False, quiet=True)
+    yield url, db
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def browser(served):
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, served):
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(served[0])
+    page.wait_for_selector("#chat-input textarea", timeout=60_000)
+    yield page
+    page.close()
+
+
+def pick(page, dropdown: str, option: str) -> None:
+    """Open a gradio Dropdown and choose ``option`` from its own list."""
+    page.locator(f"{dropdown} input").click()
+    page.locator(dropdown).get_by_role("option", name=option, exact=True).click()
+    assert page.locator(f"{dropdown} input").input_value() == option
+
+
+def test_chat_streams_a_reply_in_the_browser(page):
+    page.fill("#chat-input textarea", "What is the capital of France?")
+    page.click("#chat-send")
+    chatbot = page.locator("#chatbot")
+    chatbot.get_by_text("What is the capital of France?").wait_for(timeout=30_000)
+    # Sample the reply while it is written: it grows in several visible steps.
+    seen, deadline = [], time.time() + 120
+    while time.time() < deadline:
+        text = chatbot.inner_text()
+        if not seen or text != seen[-1]:
+            seen.append(text)
+        if "Paris" in text and page.locator("#chat-send").is_enabled() and len(seen) > 2:
+            break
+        time.sleep(0.1)
+    assert "Paris" in seen[-1]
+    assert len(seen) >= 3, seen  # more than "question shown" and "answer done": it streamed
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "chat.png"))
+
+
+def test_html_in_a_message_shows_as_text_and_runs_nothing(page):
+    payload = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script> hello'
+    page.fill("#chat-input textarea", payload)
+    page.click("#chat-send")
+    page.locator("#chatbot").get_by_text("hello").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("#chatbot img[src='x']").count() == 0
+    assert '<img src=x onerror="window.__xss=1">' in page.locator("#chatbot").inner_text()
+
+
+def test_rank_candidates_in_the_browser_and_find_the_row(page, served):
+    _, db = served
+    page.get_by_role("tab", name="Rank").first.click()
+    prompt = page.locator("#rank-prompt input")
+    prompt.fill("Write a haiku about the sea.")
+    prompt.press("Enter")
+    page.click("#rank-generate")
+    page.locator("#rank-status").get_by_text("answers sampled").wait_for(timeout=180_000)
+    answers = [page.locator(f"#rank-answer-{i} textarea").input_value() for i in range(3)]
+    assert all(answers)
+    for i, rank in enumerate(["2", "3", "1"]):
+        pick(page, f"#rank-rank-{i}", rank)
+    page.click("#rank-submit")
+    page.locator("#rank-status").get_by_text("Stored ranking").wait_for(timeout=30_000)
+    assert "3 preference pairs" in page.locator("#rank-status").inner_text()
+    assert "**" not in page.locator("#rank-stats").inner_text()  # rendered Markdown, not raw
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT r.prompt, c.text, c.rank FROM rankings r JOIN candidates c ON c.ranking_id = r.id "
+                            "ORDER BY c.position").fetchall()
+    assert rows == [("Write a haiku about the sea.", a, r) for a, r in zip(answers, [2, 3, 1])]
+    page.screenshot(path=str(SCREENSHOTS / "rank.png"), full_page=False)
+
+
+def test_an_invalid_ranking_is_refused_in_the_browser(page, served):
+    _, db = served
+    with sqlite3.connect(db) as conn:
+        before = conn.execute("SELECT COUNT(*) FROM rankings").fetchone()[0]
+    page.get_by_role("tab", name="Rank").first.click()
+    prompt = page.locator("#rank-prompt input")
+    prompt.fill("Typed answers")
+    prompt.press("Enter")
+    for i, text in enumerate(["one", "two", "three"]):
+        page.locator(f"#rank-answer-{i} textarea").fill(text)
+    for i, rank in enumerate(["1", "1"]):  # the third answer has no rank
+        pick(page, f"#rank-rank-{i}", rank)
+    page.click("#rank-submit")
+    page.locator("#rank-status").get_by_text("Not stored").wait_for(timeout=30_000)
+    assert "answer(s) 3 have no rank" in page.locator("#rank-status").inner_text()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM rankings").fetchone()[0] == before
+
+
+def test_explain_tab_shows_it_attending_to_animal(page):
+    page.get_by_role("tab", name="Explain").first.click()
+    page.get_by_role("tab", name="Attention").first.click()
+    page.get_by_text("attends most to").wait_for(timeout=60_000)
+    assert "␣animal" in page.get_by_text("attends most to").inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "explain.png"))
+
+
+def test_embeddings_and_moderation_tabs_render(page):
+    page.get_by_role("tab", name="Embeddings").first.click()
+    page.get_by_text("texts embedded with").wait_for(timeout=60_000)
+    points = page.locator("#embed-scatter .mark-symbol path")
+    points.first.wait_for(timeout=30_000)
+    assert points.count() == 12  # one point per example text
+    page.screenshot(path=str(SCREENSHOTS / "embeddings.png"))
+    page.get_by_role("tab", name="Moderation").first.click()
+    page.locator("#moderation-badge").wait_for(timeout=60_000)
+    assert page.locator("#moderation-badge").inner_text().startswith("FLAGGED")
+    assert "violence" in page.locator("#moderation-badge").inner_text()
+    page.fill("#moderation-text textarea", "What a lovely morning for a walk.")
+    page.click("#moderation-check")
+    page.locator("#moderation-badge").get_by_text("Not flagged").wait_for(timeout=30_000)
+    page.fill("#moderation-text textarea", "I want to kill him")
+    page.click("#moderation-check")
+    page.locator("#moderation-badge").get_by_text("FLAGGED").wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)  # let the "updating" fade finish before the picture
+    page.screenshot(path=str(SCREENSHOTS / "moderation.png"))
