@@ -96,7 +96,10 @@ def test_bad_input_is_refused_and_changes_nothing():
 
 
 def test_a_long_input_is_cut_to_the_window_with_a_visible_note(engine):
-    session, updates = converse(engine, None, "Summarise: " + "the cat sat on the mat. " * 1500, max_tokens=4)
+    # max_tokens=4096 leaves a 4096-token prompt budget (the smallest the engine allows), so the
+    # prefill stays half the window; the stop at the first space ends the answer at once.
+    session, updates = converse(engine, None, "Summarise: " + "the cat sat on the mat. " * 800, max_tokens=4096,
+                                stop=" ")
     note = updates[-1][2]
     assert f"did not fit the {engine.context_window}-token context window" in note and "cut" in note
     assert updates[-1][1][-1]["role"] == "assistant"

@@ -17,16 +17,11 @@ import re
 
 from IPython.core.error import UsageError
 
-# flag: (GenerationParams field, type, help) -- the same names as the CLI and OpenAI.
-PARAM_FLAGS = {
-    "--temperature": ("temperature", float, "0-2; 0 is greedy"),
-    "--top-p": ("top_p", float, "(0-1] nucleus sampling mass"),
-    "--max-tokens": ("max_tokens", int, "most new tokens"),
-    "--frequency-penalty": ("frequency_penalty", float, "-2 to 2"),
-    "--presence-penalty": ("presence_penalty", float, "-2 to 2"),
-    "--best-of": ("best_of", int, "candidates; the most likely wins"),
-    "--seed": ("seed", int, "repeatable sampling"),
-}
+from ..cli import PARAM_FLAGS as _CLI_FLAGS
+
+# flag: (GenerationParams field, type, help) -- the CLI's own table, so the names cannot drift apart.
+PARAM_FLAGS = {flag: _CLI_FLAGS[flag] for flag in (
+    "--temperature", "--top-p", "--max-tokens", "--frequency-penalty", "--presence-penalty", "--best-of", "--seed")}
 
 # A notebook name, optionally indexed: {x}, {In[3]}, {Out[-1]}; doubled braces never match.
 _FIELD = re.compile(r"(?<!\{)\{([A-Za-z_]\w*)(?:\[(-?\d+)\])?\}(?!\})")
