@@ -190,3 +190,22 @@ def test_moderation_handler_scores_and_flags():
     # Thresholds are live: at 1.0 nothing can be flagged.
     _, badge, raw, _ = moderate.check_text("I want to kill him", *[1.0] * len(CATEGORIES))
     assert raw["flagged"] is False
+
+
+def test_serve_settings_come_from_the_environment_and_flags_win():
+    from gpt_demo.config import Settings
+    from gpt_demo.web.serve_config import ServeConfig
+
+    space = Settings.from_env({"GRADIO_SERVER_NAME": "0.0.0.0", "GPT_DEMO_PORT": "8000"})
+    cfg = ServeConfig.from_settings(space)
+    assert (cfg.host, cfg.port, cfg.exposed) == ("0.0.0.0", 8000, True)
+    assert "no password" in cfg.warning() and "--auth" in cfg.warning()
+    assert ServeConfig.from_settings(space, auth="a:b").warning() is None
+    assert ServeConfig.from_settings(space, host="127.0.0.1").exposed is False
+    assert ServeConfig.from_settings(Settings.from_env({})).host == "127.0.0.1"  # local unless told otherwise
+    with pytest.raises(ValueError, match="GPT_DEMO_PORT='http' is not allowed"):
+        Settings.from_env({"GPT_DEMO_PORT": "http"})
+    with pytest.raises(ValueError, match="auth='bob' is not allowed; give user:password"):
+        ServeConfig(auth="bob")
+    with pytest.raises(ValueError, match="concurrency=0 is out of range"):
+        ServeConfig(concurrency=0)
