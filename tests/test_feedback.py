@@ -185,3 +185,11 @@ def test_cli_stats_and_export(store, tmp_path):
 
 def test_check_ranks_accepts_strings_from_forms():
     assert check_ranks(["2", "1", "3"], 3) == [2, 1, 3]
+
+
+def test_counts_agree_with_the_expanded_pairs(store):
+    store.add_ranking("Q1", ["a", "b", "c", "d"], [4, 2, 1, 3], model="m")
+    store.add_comparison("Q2", "x", "y", "tie", model="m")
+    store.add_comparison("Q3", "x", "y", "b", model="m")
+    store.add_ranking("Q4", ["a", "b"], [1, 2], model="m")
+    assert store.counts() == {"rankings": 4, "pairs": len(store.pairs())} == {"rankings": 4, "pairs": 8}

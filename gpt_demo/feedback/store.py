@@ -157,9 +157,14 @@ class FeedbackStore:
         return [pair for ranking in self.rankings() for pair in ranking.pairs()]
 
     def counts(self) -> dict:
-        """How many rankings are stored and how many preference pairs they expand to."""
-        rankings = list(self.rankings())
-        return {"rankings": len(rankings), "pairs": sum(len(r.pairs()) for r in rankings)}
+        """How many rankings are stored and how many preference pairs they expand to (two SQL counts)."""
+        db = self._connect()
+        rankings = db.execute("SELECT COUNT(*) FROM rankings").fetchone()[0]
+        # A pair is two answers of one ranking with different ranks; ties give none, as in expand_ranking.
+        pairs = db.execute(
+            "SELECT COUNT(*) FROM candidates a JOIN candidates b ON a.ranking_id = b.ranking_id AND a.rank < b.rank"
+        ).fetchone()[0]
+        return {"rankings": int(rankings), "pairs": int(pairs)}
 
     # -- export -------------------------------------------------------------------
     def export(self, path: Path | str, format: str | None = None) -> int:
