@@ -125,12 +125,12 @@ class Engine:
             choice.text = params.inject_start_text + choice.text + params.inject_restart_text
         return completion
 
-    def _stream(self, rendered: RenderedPrompt, params: GenerationParams) -> Iterator[str]:
+    def _stream(self, rendered: RenderedPrompt, params: GenerationParams, rank_by=None) -> Iterator[str]:
         from .generation.decoding import decode, run_to_end, stream_text
 
         if params.inject_start_text:
             yield params.inject_start_text
-        gen = decode(self.loaded, rendered.ids, params)
+        gen = decode(self.loaded, rendered.ids, params, rank_by=rank_by)
         if params.candidates > 1:  # the winner is known only at the end
             yield run_to_end(gen).text
         else:
@@ -147,7 +147,8 @@ class Engine:
     def stream_chat(self, messages: Messages, params=None, *, system: str | None = None, **overrides) -> Iterator[str]:
         """Like ``chat`` but yields text deltas as they are generated (choice 0)."""
         params = self.params(params, **overrides)
-        return self._stream(self.render_chat(messages, params, system), params)
+        ranker = self._ranker(self.conversation(messages, system).messages, params) if self.reward_model else None
+        return self._stream(self.render_chat(messages, params, system), params, rank_by=ranker)
 
     def complete(self, prompt: str, params=None, **overrides) -> Completion:
         """Continue ``prompt`` as raw text (no chat template), like OpenAI's completions endpoint."""

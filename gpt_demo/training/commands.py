@@ -1,0 +1,115 @@
+"""``gpt-demo sft | reward | ppo | dpo | adapters``: the training workflows from the terminal.
+
+    gpt-demo sft ../shared/data/sft/sft.jsonl --out oasst-sft --max-steps 50
+    gpt-demo reward ../shared/data/preferences/oasst1_en_val_pairs.jsonl --out oasst-rm --max-steps 100
+    gpt-demo reward store --out my-rm                      # pairs from the rankings store
+    gpt-demo ppo --reward oasst-rm --prompts prompts.txt --out oasst-ppo --steps 20 --beta 0.05
+    gpt-demo dpo store --out my-dpo --init-adapter oasst-sft
+    gpt-demo adapters                                      # what is saved, with final metrics
+    gpt-demo chat --adapter oasst-ppo                      # (chat flag added by the CLI owner)
+
+Only argparse and the config dataclasses are imported here, so ``gpt-demo --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .base_config import add_config_args, config_values
+from .dpo_config import DPOTrainConfig
+from .ppo_config import PPOTrainConfig
+from .reward_config import RewardTrainConfig
+from .sft_config import SFTTrainConfig
+
+
+def _print_result(result, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(result.to_dict(), default=str))
+        return 0
+    print(f"saved {result.kind} adapter {result.name!r} to {result.path}")
+    for key, value in result.metrics.items():
+        if value is not None:
+            print(f"  {key:28s} {value:.4g}" if isinstance(value, float) else f"  {key:28s} {value}")
+    for kind, path in result.curves.items():
+        print(f"  curves ({kind}): {path}")
+    return 0
+
+
+def _run(func_name: str, module: str, cfg_cls, data, args) -> int:
+    import importlib
+
+    cfg = cfg_cls(**config_values(cfg_cls, args))
+    print(f"Training {cfg.kind} adapter {cfg.out!r}...", file=sys.stderr, flush=True)
+    func = getattr(importlib.import_module(f"gpt_demo.training.{module}"), func_name)
+    return _print_result(func(data, cfg), args.json)
+
+
+def cmd_sft(args) -> int:
+    return _run("train_sft", "sft", SFTTrainConfig, args.data, args)
+
+
+def cmd_reward(args) -> int:
+    return _run("train_reward", "reward", RewardTrainConfig, args.data, args)
+
+
+def cmd_dpo(args) -> int:
+    return _run("train_dpo", "dpo", DPOTrainConfig, args.data, args)
+
+
+def cmd_ppo(args) -> int:
+    return _run("train_ppo", "ppo", PPOTrainConfig, args.prompts, args)
+
+
+def cmd_adapters(args) -> int:
+    from .adapters import delete_adapter, list_adapters
+
+    if args.delete:
+        delete_adapter(args.delete)
+        print(f"deleted adapter {args.delete!r}")
+        return 0
+    found = list_adapters()
+    if args.json:
+        print(json.dumps([a.to_dict() for a in found]))
+        return 0
+    if not found:
+        print("no adapters yet; train one with `gpt-demo sft DATA --out NAME`")
+        return 0
+    print(f"{'name':24s} {'kind':7s} {'base model':26s} {'created':21s} key metric")
+    for a in found:
+        key = next((k for k in ("eval_pair_accuracy", "reward_last", "margin_after", "loss_after") if a.metrics.get(k) is not None), None)
+        metric = f"{key}={a.metrics[key]:.3g}" if key else ""
+        print(f"{a.name:24s} {a.kind:7s} {a.base_model:26s} {a.created_at:21s} {metric}")
+    return 0
+
+
+def register(add) -> None:
+    p = add("sft", cmd_sft, "LoRA supervised fine-tuning on prompt/completion or chat JSONL (--quantize 4bit: QLoRA).")
+    p.add_argument("data", help="JSONL: {prompt, completion} or {messages: [...]} per line")
+    p.add_argument("--out", required=True, help="adapter name (saved under $GPT_DEMO_HOME/adapters/NAME)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_config_args(p, SFTTrainConfig)
+
+    p = add("reward", cmd_reward, "Train a reward model on preference pairs; reports held-out pair accuracy and margin.")
+    p.add_argument("data", help="JSONL with prompt/chosen/rejected (or hh-rlhf transcripts), or 'store' for the rankings")
+    p.add_argument("--out", required=True, help="reward model name")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_config_args(p, RewardTrainConfig)
+
+    p = add("ppo", cmd_ppo, "PPO against a reward model with a per-token KL penalty to the reference.")
+    p.add_argument("--prompts", required=True, help="JSONL ({prompt} or {messages}) or .txt (one prompt per line)")
+    p.add_argument("--out", required=True, help="adapter name")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_config_args(p, PPOTrainConfig)
+
+    p = add("dpo", cmd_dpo, "DPO from preference pairs (the reference is the model with the adapter disabled).")
+    p.add_argument("data", help="JSONL with prompt/chosen/rejected (or hh-rlhf transcripts), or 'store'")
+    p.add_argument("--out", required=True, help="adapter name")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_config_args(p, DPOTrainConfig)
+
+    p = add("adapters", cmd_adapters, "List trained adapters (name, kind, base model, metrics).")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--delete", metavar="NAME", help="delete adapter NAME")
+
+
