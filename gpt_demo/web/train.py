@@ -68,8 +68,11 @@ def _job_args(kind: str, source: str, upload, out: str, max_steps, learning_rate
     return data, config
 
 
-def run_job(pool, settings, kind, source, upload, out, max_steps, learning_rate, beta, reward_adapter):
-    """Yields (status, curve DataFrame, adapters table) while the job runs on a worker thread."""
+def run_job(pool, settings, kind, source, upload, out, max_steps, learning_rate, beta, reward_adapter, progress=None):
+    """Yields (status, curve DataFrame, adapters table) while the job runs on a worker thread.
+
+    ``progress`` is the event's ``gr.Progress`` (a bar over the outputs), or None.
+    """
     import gradio as gr
     import pandas as pd
 
@@ -99,7 +102,7 @@ def run_job(pool, settings, kind, source, upload, out, max_steps, learning_rate,
     worker = threading.Thread(target=work, name=f"train-{kind}", daemon=True)
     worker.start()
     try:
-        yield from _watch(kind, events, points, pool, settings)
+        yield from _watch(kind, events, points, pool, settings, progress)
     finally:  # Stop cancels this generator: tell the worker to stop at its next step
         cancel.set()
 
@@ -108,7 +111,7 @@ class JobStopped(RuntimeError):
     """Raised from the progress callback when the user pressed Stop."""
 
 
-def _watch(kind, events, points, pool, settings):
+def _watch(kind, events, points, pool, settings, progress=None):
     import gradio as gr
     import pandas as pd
 
@@ -127,6 +130,8 @@ def _watch(kind, events, points, pool, settings):
                     points.append({"step": step, "value": float(value), "metric": key})
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
             status = f"**{kind}** step {step}/{total} · {time.time() - started:.0f} s · {shown}"
+            if progress is not None and total:
+                progress((step, total), desc=f"{kind} step", unit="steps")
             yield status, pd.DataFrame(points, columns=["step", "value", "metric"]), gr.update()
         elif event[0] == "error":
             exc = event[1]
@@ -198,8 +203,12 @@ def build(engine, store, state, *, pool=None, settings=None) -> dict:
         answers = [gr.Textbox(label=BASE if i == 0 else f"adapter {i}", lines=8, interactive=False, visible=i == 0)
                    for i in range(MAX_COMPARE)]
 
-    job = start.click(partial(run_job, pool, settings), [kind, source, upload, out, max_steps, learning_rate, beta,
-                                                         reward_adapter], [status, curve, adapters],
+    def train_job(kind, source, upload, out, max_steps, learning_rate, beta, reward_adapter, progress=gr.Progress()):
+        yield from run_job(pool, settings, kind, source, upload, out, max_steps, learning_rate, beta, reward_adapter,
+                           progress=progress)
+
+    job = start.click(train_job, [kind, source, upload, out, max_steps, learning_rate, beta, reward_adapter],
+                      [status, curve, adapters],
                       api_name="train", concurrency_limit=1, concurrency_id="train")
     stop.click(None, None, None, cancels=[job], api_name=False)
 
