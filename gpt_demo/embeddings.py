@@ -130,8 +130,12 @@ def _embed_minilm(texts: list[str], batch_size: int, progress: bool, engine=None
 def _embed_chat(texts: list[str], batch_size: int, progress: bool, engine) -> np.ndarray:
     import torch
 
+    from .models.guard import forward_guard
+
     model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
-    ids = tokenizer(texts, truncation=True, max_length=CHAT_MAX_TOKENS, add_special_tokens=False)["input_ids"]
+    # Cut by slicing, not truncation=True: that would reconfigure the tokenizer shared with
+    # concurrent chats (the Rust tokenizer then fails with "Already borrowed").
+    ids = [row[:CHAT_MAX_TOKENS] for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked anyway
     out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
     for idx in length_batches([len(x) for x in ids], batch_size, progress):
@@ -143,7 +147,7 @@ def _embed_chat(texts: list[str], batch_size: int, progress: bool, engine) -> np
             input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
             attention_mask[row, : len(ids[i])] = 1
         input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), forward_guard(model).shared():
             hidden = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
                            use_cache=False).hidden_states[-1]  # (B, T, H)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)

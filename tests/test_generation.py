@@ -158,15 +158,28 @@ def test_raw_prompts_longer_than_the_window_keep_their_end(engine):
 
 def test_a_stream_can_be_resumed_on_other_threads(engine):
     """Gradio pulls each streamed step from a worker pool: inference mode must not be held across a yield."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    import torch
+
     stream = engine.stream_chat("Count from one to ten.", temperature=0, max_tokens=24)
-    pieces = []
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        while True:
-            piece = pool.submit(next, stream, None).result()  # each step on whichever thread is free
+    pieces, threads = [], set()
+
+    def step():
+        threads.add(threading.get_ident())
+        return next(stream, None), torch.is_inference_mode_enabled()
+
+    pools = [ThreadPoolExecutor(max_workers=1), ThreadPoolExecutor(max_workers=1)]
+    try:
+        for i in range(1000):
+            piece, inference_mode_left_on = pools[i % 2].submit(step).result()  # alternate two threads
+            assert not inference_mode_left_on
             if piece is None:
                 break
             pieces.append(piece)
-    assert len(pieces) > 3
+    finally:
+        for pool in pools:
+            pool.shutdown()
+    assert len(threads) == 2 and len(pieces) > 3
     assert "".join(pieces) == engine.chat("Count from one to ten.", temperature=0, max_tokens=24).text

@@ -88,3 +88,57 @@ def test_strongest_heads_needs_both_words_in_order(engine):
         engine.strongest_heads(ANIMAL, "it", "zebra")
     with pytest.raises(ValueError, match="must come before"):
         engine.strongest_heads(ANIMAL, "animal", "it")
+
+
+def test_attention_maps_never_change_a_concurrent_answer(engine):
+    """The eager switch must not overlap another user's forward pass (it would drop the causal mask)."""
+    import threading
+
+    prompt = dict(messages="Name three colours of the rainbow.", temperature=0, max_tokens=24)
+    expected = engine.chat(**prompt).text
+    stop = threading.Event()
+
+    def looker():
+        while not stop.is_set():
+            engine.attention(ANIMAL, layer=3)
+
+    thread = threading.Thread(target=looker)
+    thread.start()
+    try:
+        answers = [engine.chat(**prompt).text for _ in range(4)]
+        streamed = "".join(engine.stream_chat(**prompt))
+    finally:
+        stop.set()
+        thread.join()
+    assert answers == [expected] * 4 and streamed == expected
+
+
+def test_the_forward_guard_keeps_the_switch_exclusive():
+    import threading
+    import time
+
+    from gpt_demo.models.guard import ForwardGuard
+
+    guard, log = ForwardGuard(), []
+
+    def reader(name):
+        with guard.shared():
+            log.append(f"{name} in")
+            time.sleep(0.2)
+            log.append(f"{name} out")
+
+    def writer():
+        with guard.exclusive():
+            log.append("switch")
+
+    r1 = threading.Thread(target=reader, args=("r1",))
+    r1.start()
+    time.sleep(0.05)
+    w = threading.Thread(target=writer)
+    w.start()
+    time.sleep(0.05)
+    r2 = threading.Thread(target=reader, args=("r2",))  # arrives while the writer waits: goes after it
+    r2.start()
+    for t in (r1, w, r2):
+        t.join()
+    assert log == ["r1 in", "r1 out", "switch", "r2 in", "r2 out"]

@@ -19,6 +19,7 @@ from typing import Generator, Iterator
 
 import torch
 
+from ..models.guard import forward_guard
 from .params import GenerationParams
 from .results import Choice, Completion, TokenLogprob
 from .sampling import choose_tokens
@@ -56,7 +57,8 @@ def _forward(model, input_ids: torch.Tensor, cache):
     kwargs = {"use_cache": True, "past_key_values": cache}
     if _accepts_logits_to_keep(model):
         kwargs["logits_to_keep"] = 1  # only the last position's logits: saves a (T, vocab) matmul
-    out = model(input_ids=input_ids, **kwargs)
+    with forward_guard(model).shared():
+        out = model(input_ids=input_ids, **kwargs)
     return out.logits[:, -1, :].float(), out.past_key_values  # (B, vocab)
 
 
@@ -167,6 +169,8 @@ def decode(
     keys = [c.total_logprob for c in choices]
     if ranked and rank_by is not None:
         keys = [float(k) for k in rank_by([c.text for c in choices])]
+        if len(keys) != rows:
+            raise ValueError(f"rank_by returned {len(keys)} scores for {rows} candidates; it must return one per candidate")
         for choice, key in zip(choices, keys):
             choice.reward = key
     order = sorted(range(rows), key=lambda i: keys[i], reverse=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models.guard import forward_guard
 from .results import TokenProb
 
 
@@ -21,7 +22,7 @@ def next_token_logits(loaded, ids: list[int]) -> torch.Tensor:
     """The model's raw logits for the token after ``ids``: shape (vocab,)."""
     if not ids:
         raise ValueError("text='' is not allowed; give at least one token of text")
-    with torch.inference_mode():
+    with torch.inference_mode(), forward_guard(loaded.model).shared():
         out = loaded.model(input_ids=torch.tensor([ids], device=loaded.model.device), use_cache=False)
     return out.logits[0, -1].float()
 
@@ -57,7 +58,7 @@ def sequence_logprob(loaded, prompt_ids: list[int], completion_ids: list[int]) -
     if not completion_ids:
         return 0.0
     ids = torch.tensor([prompt_ids + completion_ids], device=loaded.model.device)
-    with torch.inference_mode():
+    with torch.inference_mode(), forward_guard(loaded.model).shared():
         logits = loaded.model(input_ids=ids, use_cache=False).logits[0].float()  # (T, vocab)
     logp = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)  # predicts each completion token
     target = torch.tensor(completion_ids, device=logp.device)

@@ -6,19 +6,20 @@
     >>> amap.top_attended("it", k=2)  # doctest: +SKIP
 
 SDPA and flash kernels never materialise the weights, so the model is switched to the
-``eager`` implementation for this forward pass only (under a lock) and then switched back.
+``eager`` implementation for this forward pass only and then switched back, holding the
+model's ``forward_guard`` exclusively so no other user's forward pass overlaps the switch.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..models.guard import forward_guard
+
 MAX_TOKENS = 64  # a heatmap of more tokens is unreadable, and eager attention is O(T^2) memory
-_switch_lock = threading.Lock()
 
 
 @dataclass
@@ -65,7 +66,7 @@ def all_attentions(loaded, text: str) -> tuple[list[str], np.ndarray]:
     if len(ids) > MAX_TOKENS:
         raise ValueError(f"text has {len(ids)} tokens, too long for a heatmap; allowed: at most {MAX_TOKENS}")
     model = loaded.model
-    with _switch_lock:
+    with forward_guard(model).exclusive():  # no other forward pass may overlap the switch
         before = model.config._attn_implementation
         model.set_attn_implementation("eager")
         try:
