@@ -34,8 +34,11 @@ def test_the_panel_turns_into_validated_params():
     p = to_params(*values(temperature=0.7, stop="###\\n\nEND", seed="42", best_of=3.0, max_tokens=12.0))
     assert p.temperature == 0.7 and p.stop == ("###\n", "END") and p.seed == 42 and p.best_of == 3 and p.max_tokens == 12
     assert to_params(*values(best_of=1)).best_of is None
-    with pytest.raises(ValueError, match="seed='abc' is not allowed; it must be a whole number"):
+    with pytest.raises(ValueError, match="seed='abc' is not allowed; allowed: a whole number"):
         to_params(*values(seed="abc"))
+    for field, bad in (("temperature", None), ("temperature", "hot"), ("seed", "1e999"), ("max_tokens", float("nan"))):
+        with pytest.raises(ValueError, match=f"{field}=.* is not allowed; allowed: a "):
+            to_params(*values(**{field: bad}))
     with pytest.raises(ValueError, match="top_p=0.0 is out of range"):
         to_params(*values(top_p=0.0))
 
@@ -78,6 +81,11 @@ def test_raw_html_shows_as_text():
     assert "<img" not in shown and "<script" not in shown
     assert "&lt;img src=x onerror=" in shown and "**bold**" in shown
     assert escape_markdown_html("```html\n<b>code</b>\n```") == "```html\n<b>code</b>\n```"  # code stays literal
+    # Things that look like code but are not, to a Markdown renderer: they must be escaped too.
+    for tricky in ("Hello ``` <img src=https://evil/x.png> <b>hi</b>", "x ~~~<b>bold</b>~~~", "\\`<b>bold</b>`",
+                   "`open <b> never closed"):
+        assert "<b>" not in escape_markdown_html(tricky) and "<img" not in escape_markdown_html(tricky), tricky
+    assert escape_markdown_html("use `<b>` for bold") == "use `<b>` for bold"  # a real code span stays
     session = WebSession()
     session, shown, _, _ = chat.add_user(session, "<script>alert(1)</script>", "off", *values())
     assert shown[0]["content"] == "&lt;script>alert(1)&lt;/script>"
@@ -209,3 +217,35 @@ def test_serve_settings_come_from_the_environment_and_flags_win():
         ServeConfig(auth="bob")
     with pytest.raises(ValueError, match="concurrency=0 is out of range"):
         ServeConfig(concurrency=0)
+
+
+def test_a_newer_reply_stops_an_older_stream_from_writing(engine):
+    session, _, _, _ = chat.add_user(WebSession(), "Count to twenty.", "off", *values(max_tokens=48))
+    first = chat.stream_reply(engine, session, "off", *values(max_tokens=48))
+    next(first), next(first)  # the first answer is being written...
+    session, _ = chat.retry(session)  # ...when the user presses Retry
+    second = list(chat.stream_reply(engine, session, "off", *values(max_tokens=48)))
+    assert list(first) == []  # the old stream ends at its next step and writes nothing more
+    assert [t["role"] for t in session.conversation.turns] == ["user", "assistant"]
+    assert session.conversation.turns[-1]["content"] == second[-1][1][-1]["content"]
+
+
+def test_rank_records_edits_and_refuses_a_double_submit_and_a_double_vote(engine, gpt_demo_home):
+    store = FeedbackStore.open()
+    out = rank.generate_candidates(engine, None, "Name a fruit.", 2, *values(temperature=1.0, seed="4", max_tokens=8))
+    session, answers = out[0], [out[1]["value"], out[2]["value"]]
+    rank.arena_generate(engine, session, "Name a colour.", *values(temperature=1.0, max_tokens=8))
+    ranks = ["1", "2", None, None, None, None]
+    session, msg, _ = rank.submit_ranking(store, engine, session, "Name a fruit.", 2, *answers, "", "", "", "", *ranks)
+    assert msg.startswith("Stored ranking #1")
+    session, msg, _ = rank.submit_ranking(store, engine, session, "Name a fruit.", 2, *answers, "", "", "", "", *ranks)
+    assert msg == "Not stored again: this ranking is already stored as #1."
+    edited = [answers[0] + " (edited)", answers[1]]
+    session, msg, _ = rank.submit_ranking(store, engine, session, "Name a fruit.", 2, *edited, "", "", "", "", *ranks)
+    first, second = list(store.rankings())
+    assert first.params["n"] == 2 and first.params["seed"] == 4  # the Rank tab's own parameters, not the arena's
+    assert second.params == {"answers": "typed or edited by the user"}
+    session, msg, _ = rank.vote(store, engine, session, "a")
+    session, again, _ = rank.vote(store, engine, session, "a")
+    assert msg.startswith("Stored vote #3") and again.startswith("Not stored")
+    assert list(store.rankings())[-1].params["n"] == 2 and store.counts()["rankings"] == 3

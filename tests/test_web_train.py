@@ -91,3 +91,21 @@ def test_a_reward_job_on_the_rankings_store_over_http(engine, tmp_path, gpt_demo
         assert "web-rm" in [row[0] for row in table["data"]]
     finally:
         app.close()
+
+
+def test_a_second_job_on_a_name_still_training_is_refused(tmp_path):
+    import threading
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text(json.dumps(EXAMPLES[0]) + "\n")
+    busy = threading.Event()
+    worker = threading.Thread(target=busy.wait)
+    worker.start()
+    train._RUNNING["busy-adapter"] = worker
+    try:
+        with pytest.raises(gr.Error, match="out='busy-adapter' is still training"):
+            list(train.run_job(None, None, "sft", "upload", str(data), "busy-adapter", 2, 1e-4, 0.1, None))
+    finally:
+        train._RUNNING.pop("busy-adapter", None)
+        busy.set()
+        worker.join()

@@ -66,6 +66,8 @@ def stream_reply(engine, session: WebSession | None, mode: str, *param_values):
         rendered = engine.render_chat(conv, params)
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
+    session.reply_id += 1  # a newer reply (another Send, Retry) makes an older stream stop writing
+    mine = session.reply_id
     notes = [session.note] if session.note else []
     if rendered.truncated:
         notes.append(f"Note: the prompt did not fit the {engine.context_window}-token context window; {rendered.note}.")
@@ -73,6 +75,8 @@ def stream_reply(engine, session: WebSession | None, mode: str, *param_values):
         from ..api import gate
 
         answer = engine.chat(conv, params).text
+        if session.reply_id != mine:  # stopped or overtaken while it was generating: drop it
+            return
         decision = gate(answer, "block", role="assistant")
         if not decision.allowed:
             notes.append(decision.message or "The answer was blocked by moderation.")
@@ -86,6 +90,8 @@ def stream_reply(engine, session: WebSession | None, mode: str, *param_values):
     session.note = " ".join(notes)
     # The partial answer lives in the conversation, so Stop keeps what was written so far.
     for delta in engine.stream_chat(conv.messages[:-1], params):
+        if session.reply_id != mine:
+            return
         turn["content"] += delta
         yield session, chat_messages(conv), session.note
     if mode == "warn":

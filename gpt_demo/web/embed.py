@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from .render import error_text
+from .values import as_int
 
 EXAMPLE_TEXTS = """A cat sat on the mat.
 A kitten rested on the rug.
@@ -45,7 +46,7 @@ def search_texts(engine, texts: str, query: str, top_k, embedder: str):
     import pandas as pd
 
     try:
-        hits = engine.search(query, _lines(texts), top_k=int(top_k), model=embedder)
+        hits = engine.search(query, _lines(texts), top_k=as_int("top_k", top_k, 1), model=embedder)
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
     return pd.DataFrame({"rank": range(1, len(hits) + 1), "text": [h.text for h in hits],

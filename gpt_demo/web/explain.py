@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from .render import error_text
+from .values import as_float, as_int, optional_int
 from .session import WebSession, ensure
 
 DEFAULT_TEXT = "The best thing about AI is its ability to"
@@ -20,7 +21,7 @@ def distribution_table(engine, text: str, temperature: float, top_k: int):
     """(DataFrame for the table and the bar chart, choices for the "take this token" box)."""
     import pandas as pd
 
-    rows = engine.next_tokens(text, top_k=int(top_k), temperature=float(temperature))
+    rows = engine.next_tokens(text, top_k=as_int("rows", top_k, 1, 100), temperature=as_float("temperature", temperature, 0, 2))
     df = pd.DataFrame({
         "rank": list(range(1, len(rows) + 1)),
         "token": [f"{i + 1}. {show_token(r.token)}" for i, r in enumerate(rows)],
@@ -53,9 +54,9 @@ def take_step(engine, session: WebSession | None, text: str, temperature, top_k,
 
     session = ensure(session)
     try:
-        seed_value = int(seed) if str(seed or "").strip() else None
-        result = engine.step(text, float(temperature), token_id=int(token_id) if token_id not in (None, "") else None,
-                             seed=seed_value, top_k=int(top_k))
+        result = engine.step(text, as_float("temperature", temperature, 0, 2),
+                             token_id=optional_int("token_id", token_id), seed=optional_int("seed", seed, 0),
+                             top_k=as_int("rows", top_k, 1, 100))
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
     how = "chosen" if token_id not in (None, "") else "sampled"
@@ -66,16 +67,14 @@ def take_step(engine, session: WebSession | None, text: str, temperature, top_k,
 
 def attention_plot(engine, text: str, layer, head: str):
     """A matplotlib heatmap of one layer's head (or the mean over heads), and a one-line reading."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: its global state is not thread-safe
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    head_index = None if head in (None, "", "mean") else int(head)
-    amap = engine.attention(text, layer=int(layer), head=head_index)
+    head_index = None if head in (None, "", "mean") else as_int("head", head)
+    amap = engine.attention(text, layer=as_int("layer", layer), head=head_index)
     labels = [show_token(t) for t in amap.tokens]
     size = max(4.0, 0.42 * len(labels) + 1.5)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.subplots()
     im = ax.imshow(amap.weights, cmap="viridis", vmin=0)
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=9)
     ax.set_yticks(range(len(labels)), labels, fontsize=9)
@@ -85,7 +84,6 @@ def attention_plot(engine, text: str, layer, head: str):
     ax.set_title(f"layer {amap.layer}, {which}")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    plt.close(fig)
     return fig, amap
 
 
@@ -111,7 +109,7 @@ def find_heads(engine, text: str, token: str, target: str):
     import pandas as pd
 
     try:
-        rows = engine.strongest_heads(text, token, target, k=8)
+        rows = engine.strongest_heads(text, token or "", target or "", k=8)
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
     return pd.DataFrame({"layer": [r[0] for r in rows], "head": [r[1] for r in rows],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from .render import error_text
+from .values import as_float
 
 EXAMPLE = "I want to kill him"
 
@@ -32,7 +33,8 @@ def check_text(text: str, *threshold_values):
     try:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text='' is not allowed; type or paste a text to check")
-        thresholds = dict(zip(CATEGORIES, (float(v) for v in threshold_values))) if threshold_values else None
+        thresholds = ({c: as_float(f"thresholds[{c!r}]", v, 0, 1) for c, v in zip(CATEGORIES, threshold_values)}
+                      if threshold_values else None)
         result = moderate(text, thresholds=thresholds)
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from ..generation.params import MAX_BEST_OF, MAX_STOP_SEQUENCES, GenerationParams
+from .values import as_float, as_int, optional_int
 
 PARAM_FIELDS = (
     "temperature", "top_p", "max_tokens", "stop", "frequency_penalty", "presence_penalty",
@@ -55,35 +56,24 @@ def _unescape(text: str) -> str:
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
-def _whole(name: str, value) -> int:
-    """Sliders send floats (3.0); a number box may send text. Whole numbers only."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r} is not allowed; it must be a whole number") from None
-    if number != int(number):
-        raise ValueError(f"{name}={value!r} is not allowed; it must be a whole number")
-    return int(number)
-
-
 def to_params(*values, n: int = 1) -> GenerationParams:
     """``GenerationParams`` from the panel's values (``PARAM_FIELDS`` order); ``n`` answers."""
     if len(values) != len(PARAM_FIELDS):
         raise ValueError(f"expected {len(PARAM_FIELDS)} parameter values, got {len(values)}")
     v = dict(zip(PARAM_FIELDS, values))
     stop = tuple(_unescape(line) for line in str(v["stop"] or "").splitlines() if line != "")
-    seed_text = str(v["seed"] if v["seed"] is not None else "").strip()
-    best_of = _whole("best_of", v["best_of"]) if v["best_of"] not in (None, "") else 1
+    best_of = optional_int("best_of", v["best_of"]) or 1
+    # Types are checked here (names and values in the message); ranges by GenerationParams.
     return GenerationParams(
-        temperature=float(v["temperature"]),
-        top_p=float(v["top_p"]),
-        max_tokens=_whole("max_tokens", v["max_tokens"]),
+        temperature=as_float("temperature", v["temperature"]),
+        top_p=as_float("top_p", v["top_p"]),
+        max_tokens=as_int("max_tokens", v["max_tokens"]),
         stop=stop,
-        frequency_penalty=float(v["frequency_penalty"]),
-        presence_penalty=float(v["presence_penalty"]),
+        frequency_penalty=as_float("frequency_penalty", v["frequency_penalty"]),
+        presence_penalty=as_float("presence_penalty", v["presence_penalty"]),
         n=n,
         best_of=best_of if best_of > n else None,
-        seed=_whole("seed", seed_text) if seed_text else None,
+        seed=optional_int("seed", v["seed"]),
         inject_start_text=_unescape(v["inject_start_text"] or ""),
         inject_restart_text=_unescape(v["inject_restart_text"] or ""),
     )

@@ -8,12 +8,15 @@
 from __future__ import annotations
 
 import tempfile
+import threading
+import time
 from functools import partial
 from pathlib import Path
 
 from ..feedback.pairs import MAX_K, MIN_K
 from .params_panel import panel, to_params
 from .render import error_text
+from .values import as_int
 from .session import WebSession, ensure
 
 EXAMPLE_PROMPTS = [
@@ -25,19 +28,12 @@ EXAMPLE_PROMPTS = [
 ]
 # Varied enough that the k answers differ, calm enough that they stay on topic.
 RANK_DEFAULTS = dict(temperature=0.8, top_p=0.95, max_tokens=96)
+_STORE_LOCK = threading.Lock()  # check-then-write of a session's last submission is one step
 VERDICT_LABELS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 
 
 def _check_k(k) -> int:
-    """k as an int when it is a whole number from MIN_K to MAX_K (sliders send 3.0, forms send "3")."""
-    try:
-        value = float(k)
-        whole = not isinstance(k, bool) and value == int(value)
-    except (TypeError, ValueError, OverflowError):
-        whole = False
-    if not whole or not MIN_K <= value <= MAX_K:
-        raise ValueError(f"k={k!r} is out of range; allowed: a whole number, {MIN_K} <= k <= {MAX_K}")
-    return int(value)
+    return as_int("k", k, MIN_K, MAX_K)
 
 
 def _check_prompt(prompt: str) -> str:
@@ -69,7 +65,7 @@ def generate_candidates(engine, session: WebSession | None, prompt: str, k, *par
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
     answers = sample_answers(engine, prompt, k, params)
-    session.rank_prompt, session.rank_params = prompt, params.to_dict()
+    session.rank_prompt, session.rank_answers, session.rank_params = prompt, tuple(answers), params.to_dict()
     status = f"{k} answers sampled at temperature {params.temperature}. Give each a different rank (1 = best) and submit."
     if params.temperature == 0:
         status += " Temperature 0 gives identical answers: raise it for a useful ranking."
@@ -94,13 +90,20 @@ def submit_ranking(store, engine, session: WebSession | None, prompt: str, k, *a
         if missing:
             raise ValueError(f"ranks: answer(s) {', '.join(map(str, missing))} have no rank; "
                              f"give each of the {k} answers a different rank from 1 to {k}")
-        generated = session.rank_prompt == prompt
-        ranking_id = store.add_ranking(
-            prompt, [a or "" for a in answers[:k]], ranks[:k],
-            model=engine.model_name, adapter=engine.loaded.adapter,
-            params=session.rank_params if generated else {"source": "typed by the user"},
-            session_id=session.id, source="rank",
-        )
+        answers = [a or "" for a in answers[:k]]
+        generated = session.rank_prompt == prompt and tuple(answers) == session.rank_answers
+        key = (prompt, tuple(answers), tuple(str(r) for r in ranks[:k]))
+        with _STORE_LOCK:
+            if session.last_stored and session.last_stored[0] == key:
+                return session, f"Not stored again: this ranking is already stored as #{session.last_stored[1]}.", \
+                    stats_text(store)
+            ranking_id = store.add_ranking(
+                prompt, answers, ranks[:k],
+                model=engine.model_name, adapter=engine.loaded.adapter,
+                params=session.rank_params if generated else {"answers": "typed or edited by the user"},
+                session_id=session.id, source="rank",
+            )
+            session.last_stored = (key, ranking_id)
     except ValueError as exc:
         return session, f"Not stored: {error_text(exc)}", stats_text(store)
     pairs = k * (k - 1) // 2
@@ -118,30 +121,40 @@ def arena_generate(engine, session: WebSession | None, prompt: str, *param_value
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
     a, b = sample_answers(engine, prompt, 2, params)
-    session.arena, session.arena_prompt, session.rank_params = (a, b), prompt, params.to_dict()
+    session.arena, session.arena_prompt, session.arena_params = (a, b), prompt, params.to_dict()
     return session, a, b, "Which answer is better?"
 
 
 def vote(store, engine, session: WebSession | None, verdict: str):
     """Store the arena verdict (a | b | tie | both_bad) for the answers on show. Returns (session, status, stats)."""
     session = ensure(session)
-    if session.arena is None:
+    with _STORE_LOCK:  # two quick clicks: the first takes the answers, the second finds none
+        arena, session.arena = session.arena, None
+    if arena is None:
         return session, "Not stored: generate two answers first.", stats_text(store)
     try:
         ranking_id = store.add_comparison(
-            session.arena_prompt, *session.arena, verdict,
-            model=engine.model_name, adapter=engine.loaded.adapter, params=session.rank_params, session_id=session.id,
+            session.arena_prompt, *arena, verdict,
+            model=engine.model_name, adapter=engine.loaded.adapter, params=session.arena_params, session_id=session.id,
         )
     except ValueError as exc:
+        session.arena = arena  # nothing stored: the vote can be given again
         return session, f"Not stored: {error_text(exc)}", stats_text(store)
-    session.arena = None  # one vote per pair of answers
     return session, f"Stored vote #{ranking_id}: {VERDICT_LABELS[verdict]}.", stats_text(store)
+
+
+_EXPORT_DIR: list = []  # one folder per process; old files in it are removed on each export
 
 
 def export_pairs(store, format: str = "jsonl"):
     """Write the preference pairs to a temporary file for download; returns its path."""
-    folder = Path(tempfile.mkdtemp(prefix="gpt-demo-export-"))
-    path = folder / f"preference_pairs.{format}"
+    if not _EXPORT_DIR:
+        _EXPORT_DIR.append(Path(tempfile.mkdtemp(prefix="gpt-demo-export-")))
+    folder = _EXPORT_DIR[0]
+    for old in folder.glob("preference_pairs-*"):
+        if time.time() - old.stat().st_mtime > 3600:
+            old.unlink(missing_ok=True)
+    path = folder / f"preference_pairs-{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns() % 10**6}.{format}"
     store.export(path, format)
     return str(path)
 

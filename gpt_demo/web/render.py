@@ -7,20 +7,53 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
-# Fenced blocks and inline code spans render their content literally already; escaping
-# inside them would show "&lt;" to the reader.
-_CODE = re.compile(r"(```.*?(?:```|$)|~~~.*?(?:~~~|$)|`[^`\n]*`)", re.S)
+# A code span: a backtick run not escaped or glued to another backtick, closed by a run of
+# the same length (CommonMark 6.1). Its content renders literally, so it is left as is.
+_CODE_SPAN = re.compile(r"(?<![`\\])(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
 
 
+def _escape_prose(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;")
+
+
+def _escape_inline(text: str) -> str:
+    out, last = [], 0
+    for m in _CODE_SPAN.finditer(text):
+        out.append(_escape_prose(text[last : m.start()]))
+        out.append(m.group(0))
+        last = m.end()
+    out.append(_escape_prose(text[last:]))
+    return "".join(out)
+
+
+@lru_cache(maxsize=1024)  # a streamed chat re-renders every earlier message on each update
 def escape_markdown_html(text: str) -> str:
-    """Keep Markdown but make raw HTML show as text: ``<`` and ``&`` outside code are escaped.
+    """Keep Markdown but make raw HTML show as text: ``<`` and ``&`` are escaped outside code.
 
-    Without a literal ``<`` no tag can open, and ``>`` stays free for Markdown quotes.
+    Code blocks (fenced or indented, found by a CommonMark parser, so a fence must open a
+    line) and code spans render literally already and are left alone; everywhere else no
+    tag can open. ``>`` stays free for Markdown quotes.
     """
-    parts = _CODE.split(text or "")
-    return "".join(part if i % 2 else part.replace("&", "&amp;").replace("<", "&lt;")
-                   for i, part in enumerate(parts))
+    from markdown_it import MarkdownIt
+
+    text = text or ""
+    lines = text.splitlines(keepends=True)
+    code = set()
+    for token in MarkdownIt("commonmark").parse(text):
+        if token.type in ("fence", "code_block") and token.map:
+            code.update(range(*token.map))
+    out, prose = [], []
+    for i, line in enumerate(lines):
+        if i in code:
+            out.append(_escape_inline("".join(prose)))
+            prose = []
+            out.append(line)
+        else:
+            prose.append(line)
+    out.append(_escape_inline("".join(prose)))
+    return "".join(out)
 
 
 def chat_messages(conversation) -> list[dict]:

@@ -23,9 +23,13 @@ class WebSession:
     conversation: Conversation = field(default_factory=Conversation)
     note: str = ""  # the last truncation or moderation note shown under the chat
     rank_prompt: str = ""  # the prompt the current candidates answer
+    rank_answers: tuple[str, ...] = ()  # the answers as generated (edited ones are not "generated")
     rank_params: dict = field(default_factory=dict)
+    last_stored: tuple | None = None  # (prompt, answers, ranks) of the last ranking stored: no double submits
     arena: tuple[str, str] | None = None  # the two answers on show in the arena
     arena_prompt: str = ""
+    arena_params: dict = field(default_factory=dict)
+    reply_id: int = 0  # bumped by each new reply; an older stream that sees it change stops writing
     explain_text: str = ""  # the text the Explain tab is stepping through
 
 

@@ -14,6 +14,7 @@ from functools import partial
 
 from .engines import BASE
 from .render import error_text
+from .values import as_float, as_int
 
 KINDS = ("sft", "reward", "dpo", "ppo")
 KIND_HELP = {
@@ -23,6 +24,8 @@ KIND_HELP = {
     "ppo": "PPO against a reward adapter: a prompts file (one per line or JSONL with 'prompt').",
 }
 MAX_COMPARE = 4
+_RUNNING: dict[str, threading.Thread] = {}  # adapter name -> its training thread
+_RUNNING_LOCK = threading.Lock()
 
 
 def adapter_table(settings=None):
@@ -57,9 +60,10 @@ def _job_args(kind: str, source: str, upload, out: str, max_steps, learning_rate
         if not path:
             raise ValueError("file=None is not allowed; upload a JSONL file (or choose the rankings store)")
         data = path
-    config = {"max_steps": int(max_steps), "learning_rate": float(learning_rate), "progress": False}
+    config = {"max_steps": as_int("steps", max_steps, 1), "learning_rate": as_float("learning_rate", learning_rate, 0, 1),
+              "progress": False}
     if kind in ("dpo", "ppo"):
-        config["beta"] = float(beta)
+        config["beta"] = as_float("beta", beta, 0, 10)
     if kind == "ppo":
         if not reward_adapter:
             raise ValueError("reward=None is not allowed; pick a reward adapter (train one with kind=reward)")
@@ -82,6 +86,7 @@ def run_job(pool, settings, kind, source, upload, out, max_steps, learning_rate,
         data, config = _job_args(kind, source, upload, out, max_steps, learning_rate, beta, reward_adapter)
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
+    name = out.strip()
     events: "queue.Queue[tuple]" = queue.Queue()
     points: list[dict] = []
     cancel = threading.Event()
@@ -94,12 +99,20 @@ def run_job(pool, settings, kind, source, upload, out, max_steps, learning_rate,
     def work():
         try:
             func = getattr(api, f"train_{kind}")
-            result = func(data, out.strip(), settings=settings, on_progress=on_progress, **config)
+            result = func(data, name, settings=settings, on_progress=on_progress, **config)
             events.put(("done", result))
         except Exception as exc:  # noqa: BLE001 - shown to the user, the app stays up
             events.put(("error", exc))
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.pop(name, None)
 
-    worker = threading.Thread(target=work, name=f"train-{kind}", daemon=True)
+    worker = threading.Thread(target=work, name=f"train-{kind}-{name}", daemon=True)
+    with _RUNNING_LOCK:  # one writer per adapter directory, even after Stop (it ends at its next step)
+        if name in _RUNNING:
+            raise gr.Error(f"out={name!r} is still training (a stopped job ends at its next step); "
+                           "wait for it or choose another name", print_exception=False)
+        _RUNNING[name] = worker
     worker.start()
     try:
         yield from _watch(kind, events, points, pool, settings, progress)
@@ -157,7 +170,8 @@ def compare(pool, prompt: str, adapters: list[str], temperature, max_tokens):
     for name in chosen:
         try:
             engine = pool.get(name)
-            text = engine.chat(prompt, temperature=float(temperature), max_tokens=int(max_tokens), seed=0).text
+            text = engine.chat(prompt, temperature=as_float("temperature", temperature, 0, 2),
+                               max_tokens=as_int("max_tokens", max_tokens, 1), seed=0).text
         except (ValueError, RuntimeError) as exc:
             text = f"(could not load {name}: {error_text(exc)})"
         outs.append(gr.update(value=text, label=name, visible=True))
@@ -218,6 +232,7 @@ def build(engine, store, state, *, pool=None, settings=None) -> dict:
 
     refresh.click(refreshed, None, [adapters, reward_adapter, chosen], api_name=False)
     job.then(refreshed, None, [adapters, reward_adapter, chosen], api_name=False)
+    # Its own queue: a limit of 1 in the shared "generate" group would lower the chat's limit too.
     go.click(partial(compare, pool), [prompt, chosen, temperature, max_tokens], answers, api_name="compare",
-             concurrency_limit=1, concurrency_id="generate")
+             concurrency_limit=1, concurrency_id="compare")
     return {}
