@@ -159,7 +159,8 @@ def build(engine, state, concurrency: int) -> None:
         clear_btn = gr.Button("Clear", size="sm")
         mode = gr.Dropdown(list(MODERATION_MODES), value="off", label="Moderation", scale=2,
                            info="warn: flag; block: refuse flagged messages and answers")
-    params = panel(engine.defaults.replace(**CHAT_DEFAULTS), max_tokens_limit=min(engine.context_window, 2048))
+    params = panel(engine.defaults.replace(**CHAT_DEFAULTS), max_tokens_limit=min(engine.context_window, 2048),
+                   prefix="chat")
 
     reply = partial(stream_reply, engine)
     gen = dict(concurrency_limit=concurrency, concurrency_id="generate")
