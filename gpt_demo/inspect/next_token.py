@@ -11,6 +11,7 @@ forward pass is cached for the last few texts.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -19,8 +20,9 @@ import torch
 from ..generation.distribution import _check_temperature, distribution_from_logits, next_token_logits
 from ..generation.results import TokenProb
 
-_CACHE_SIZE = 16
-_cache: "OrderedDict[tuple[int, str], torch.Tensor]" = OrderedDict()
+_CACHE_SIZE = 16  # texts remembered per model
+# model -> {text: logits}; weak keys, so a freed model's entries go with it (an id() could be reused).
+_cache: "weakref.WeakKeyDictionary[object, OrderedDict[str, torch.Tensor]]" = weakref.WeakKeyDictionary()
 _cache_lock = threading.Lock()
 
 
@@ -28,17 +30,17 @@ def cached_logits(loaded, text: str) -> torch.Tensor:
     """Next-token logits after raw ``text`` (shape (vocab,)), remembered for the last few texts."""
     if not isinstance(text, str) or not text:
         raise ValueError(f"text={text!r} is not allowed; give a non-empty string")
-    key = (id(loaded.model), text)
     with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
+        texts = _cache.setdefault(loaded.model, OrderedDict())
+        if text in texts:
+            texts.move_to_end(text)
+            return texts[text]
     ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
     logits = next_token_logits(loaded, ids)
     with _cache_lock:
-        _cache[key] = logits
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+        texts[text] = logits
+        while len(texts) > _CACHE_SIZE:
+            texts.popitem(last=False)
     return logits
 
 

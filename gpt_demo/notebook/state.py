@@ -77,10 +77,6 @@ class NotebookState:
         kwargs = {"adapter": adapter_name} if adapter_name else {}
         try:
             engine = load_engine(name, quantize=quantize, device=device, **kwargs)
-        except TypeError as exc:
-            if "adapter" in str(exc):
-                raise RuntimeError("this gpt-demo has no adapter support yet; drop --adapter") from None
-            raise
         except Exception:
             handle.update(Status(f"Could not load {what}."))
             raise

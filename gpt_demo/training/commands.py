@@ -6,7 +6,7 @@
     gpt-demo ppo --reward oasst-rm --prompts prompts.txt --out oasst-ppo --steps 20 --beta 0.05
     gpt-demo dpo store --out my-dpo --init-adapter oasst-sft
     gpt-demo adapters                                      # what is saved, with final metrics
-    gpt-demo chat --adapter oasst-ppo                      # (chat flag added by the CLI owner)
+    gpt-demo chat --adapter oasst-ppo                      # chat with it
 
 Only argparse and the config dataclasses are imported here, so ``gpt-demo --help`` stays instant.
 """
@@ -84,29 +84,23 @@ def cmd_adapters(args) -> int:
 
 
 def register(add) -> None:
-    p = add("sft", cmd_sft, "LoRA supervised fine-tuning on prompt/completion or chat JSONL (--quantize 4bit: QLoRA).")
-    p.add_argument("data", help="JSONL: {prompt, completion} or {messages: [...]} per line")
-    p.add_argument("--out", required=True, help="adapter name (saved under $GPT_DEMO_HOME/adapters/NAME)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    add_config_args(p, SFTTrainConfig)
-
-    p = add("reward", cmd_reward, "Train a reward model on preference pairs; reports held-out pair accuracy and margin.")
-    p.add_argument("data", help="JSONL with prompt/chosen/rejected (or hh-rlhf transcripts), or 'store' for the rankings")
-    p.add_argument("--out", required=True, help="reward model name")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    add_config_args(p, RewardTrainConfig)
-
-    p = add("ppo", cmd_ppo, "PPO against a reward model with a per-token KL penalty to the reference.")
-    p.add_argument("--prompts", required=True, help="JSONL ({prompt} or {messages}) or .txt (one prompt per line)")
-    p.add_argument("--out", required=True, help="adapter name")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    add_config_args(p, PPOTrainConfig)
-
-    p = add("dpo", cmd_dpo, "DPO from preference pairs (the reference is the model with the adapter disabled).")
-    p.add_argument("data", help="JSONL with prompt/chosen/rejected (or hh-rlhf transcripts), or 'store'")
-    p.add_argument("--out", required=True, help="adapter name")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    add_config_args(p, DPOTrainConfig)
+    pairs_help = "JSONL with prompt/chosen/rejected (or hh-rlhf transcripts), or 'store' for the rankings store"
+    workflows = [  # name, handler, help, (data argument, its help), config
+        ("sft", cmd_sft, "LoRA supervised fine-tuning on prompt/completion or chat JSONL (--quantize 4bit: QLoRA).",
+         ("data", "JSONL: {prompt, completion} or {messages: [...]} per line"), SFTTrainConfig),
+        ("reward", cmd_reward, "Train a reward model on preference pairs; reports held-out pair accuracy and margin.",
+         ("data", pairs_help), RewardTrainConfig),
+        ("ppo", cmd_ppo, "PPO against a reward model with a per-token KL penalty to the reference.",
+         ("--prompts", "JSONL ({prompt} or {messages}) or .txt (one prompt per line)"), PPOTrainConfig),
+        ("dpo", cmd_dpo, "DPO from preference pairs (the reference is the model with the adapter disabled).",
+         ("data", pairs_help), DPOTrainConfig),
+    ]
+    for name, func, text, (data_arg, data_help), cfg_cls in workflows:
+        p = add(name, func, text)
+        p.add_argument(data_arg, help=data_help, **({"required": True} if data_arg.startswith("--") else {}))
+        p.add_argument("--out", required=True, help="adapter name (saved under $GPT_DEMO_HOME/adapters/NAME)")
+        p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+        add_config_args(p, cfg_cls)
 
     p = add("adapters", cmd_adapters, "List trained adapters (name, kind, base model, metrics).")
     p.add_argument("--json", action="store_true", help="print JSON")

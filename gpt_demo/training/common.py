@@ -143,6 +143,14 @@ def out_dir(cfg, settings) -> Path:
     return adapter_path(cfg.out, settings)
 
 
+def prepare_output(cfg, settings) -> tuple[Path, str | None]:
+    """The adapter's directory and the checkpoint to resume from (None: start over; ``resume=False`` clears old ones)."""
+    out = out_dir(cfg, settings)
+    if not cfg.resume:
+        clear_checkpoints(out)
+    return out, last_checkpoint(out) if cfg.resume else None
+
+
 def last_checkpoint(out: Path) -> str | None:
     """The newest ``checkpoints/checkpoint-N`` of an interrupted run, if any."""
     root = out / "checkpoints"

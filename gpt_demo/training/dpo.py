@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 
 from .adapters import make_card, save_adapter
-from .common import (TrainResult, checkpoint_step, clear_checkpoints, last_checkpoint, load_base, lora_config,
-                     out_dir, quiet, quiet_datasets, settings_or_env, trl_args)
+from .common import (TrainResult, checkpoint_step, clear_checkpoints, load_base, lora_config, prepare_output, quiet,
+                     quiet_datasets, settings_or_env, trl_args)
 from .curves import CurveRecorder, ProgressFn, trainer_callback
 from .data import check_lengths, load_pairs, split_by_prompt, without_line
 from .dpo_config import DPOTrainConfig
@@ -61,10 +61,7 @@ def train_dpo(data, cfg: DPOTrainConfig = DPOTrainConfig(), settings=None,
     train, held_out = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
     measured = held_out or train
 
-    out = out_dir(cfg, settings)
-    if not cfg.resume:
-        clear_checkpoints(out)
-    resume_from = last_checkpoint(out) if cfg.resume else None
+    out, resume_from = prepare_output(cfg, settings)
     recorder = CurveRecorder(out, title=f"DPO {cfg.out}", progress=cfg.progress, on_progress=on_progress,
                              resume_until=checkpoint_step(resume_from))
     args = trl_args(DPOConfig, cfg, out, device, beta=cfg.beta, disable_dropout=True)

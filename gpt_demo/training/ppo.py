@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .adapters import make_card, save_adapter
-from .common import (TrainResult, checkpoint_step, clear_checkpoints, last_checkpoint, load_base, lora_config,
-                     out_dir, settings_or_env)
+from .common import (TrainResult, checkpoint_step, clear_checkpoints, load_base, lora_config, prepare_output,
+                     settings_or_env)
 from .curves import CurveRecorder, ProgressFn
 from .data import file_sha256, load_prompts
 from .ppo_config import PPOTrainConfig
@@ -284,10 +284,7 @@ def train_ppo(prompts, cfg: PPOTrainConfig = PPOTrainConfig(), settings=None, on
     model = get_peft_model(model, lora_config(cfg, "CAUSAL_LM"))
     ppo = PPO(model, tokenizer, cfg, reward_fn, device)
 
-    out = out_dir(cfg, settings)
-    if not cfg.resume:
-        clear_checkpoints(out)
-    resume_from = last_checkpoint(out) if cfg.resume else None
+    out, resume_from = prepare_output(cfg, settings)
     start = ppo.load_checkpoint(Path(resume_from)) if resume_from else 0
     recorder = CurveRecorder(out, title=f"PPO {cfg.out}", progress=cfg.progress, on_progress=on_progress,
                              resume_until=start if resume_from else None)

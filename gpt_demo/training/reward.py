@@ -18,8 +18,8 @@ import time
 from typing import Sequence
 
 from .adapters import find_adapter, make_card, save_adapter
-from .common import (TrainResult, checkpoint_step, clear_checkpoints, last_checkpoint, load_base, lora_config,
-                     out_dir, quiet, quiet_datasets, settings_or_env, trl_args)
+from .common import (TrainResult, checkpoint_step, clear_checkpoints, load_base, lora_config, prepare_output, quiet,
+                     quiet_datasets, settings_or_env, trl_args)
 from .curves import CurveRecorder, ProgressFn, trainer_callback
 from .data import check_lengths, load_pairs, split_by_prompt, without_line
 from .reward_config import RewardTrainConfig
@@ -115,10 +115,7 @@ def train_reward(data, cfg: RewardTrainConfig = RewardTrainConfig(), settings=No
     if not train:
         raise ValueError(f"eval_fraction={cfg.eval_fraction} leaves no training pairs out of {len(pairs)}")
 
-    out = out_dir(cfg, settings)
-    if not cfg.resume:
-        clear_checkpoints(out)
-    resume_from = last_checkpoint(out) if cfg.resume else None
+    out, resume_from = prepare_output(cfg, settings)
     recorder = CurveRecorder(out, title=f"reward model {cfg.out}", progress=cfg.progress, on_progress=on_progress,
                              resume_until=checkpoint_step(resume_from))
     args = trl_args(RewardConfig, cfg, out, device, center_rewards_coefficient=cfg.center_rewards or None,

@@ -17,8 +17,8 @@ from __future__ import annotations
 import time
 
 from .adapters import make_card, save_adapter
-from .common import (TrainResult, checkpoint_step, clear_checkpoints, last_checkpoint, load_base, lora_config,
-                     out_dir, quiet, quiet_datasets, settings_or_env, trl_args)
+from .common import (TrainResult, checkpoint_step, clear_checkpoints, load_base, lora_config, prepare_output, quiet,
+                     quiet_datasets, settings_or_env, trl_args)
 from .curves import CurveRecorder, ProgressFn, trainer_callback
 from .data import check_lengths, file_sha256, load_sft, without_line
 from .sft_config import SFTTrainConfig
@@ -38,10 +38,7 @@ def train_sft(data, cfg: SFTTrainConfig = SFTTrainConfig(), settings=None,
         rows = rows[: cfg.max_examples]
     dataset = Dataset.from_list(without_line(rows))
 
-    out = out_dir(cfg, settings)
-    if not cfg.resume:
-        clear_checkpoints(out)
-    resume_from = last_checkpoint(out) if cfg.resume else None
+    out, resume_from = prepare_output(cfg, settings)
     recorder = CurveRecorder(out, title=f"SFT {cfg.out}", progress=cfg.progress, on_progress=on_progress,
                              resume_until=checkpoint_step(resume_from))
     args = trl_args(SFTConfig, cfg, out, device, completion_only_loss=cfg.completion_only,

@@ -59,7 +59,6 @@ def build_app(engine, *, store=None, settings=None, serve: ServeConfig | None = 
         for fn, inputs, outputs in loads:  # fill the look-inside tabs once the page opens
             app.load(fn, inputs, outputs, api_name=False, show_progress="hidden")
     app.gpt_demo_css = css  # gradio 6 takes css at launch()
-    app.gpt_demo_store = store
     return app
 
 

@@ -42,9 +42,9 @@ def _check_prompt(prompt: str) -> str:
     return prompt.strip()
 
 
-def sample_answers(engine, prompt: str, k: int, params) -> list[str]:
-    """``k`` answers to ``prompt`` sampled together with ``params`` (n=k, one batched decode)."""
-    completion = engine.chat(prompt, params.replace(n=k, best_of=None) if params.best_of else params.replace(n=k))
+def sample_answers(engine, prompt: str, params) -> list[str]:
+    """``params.n`` answers to ``prompt``, sampled in one batched decode (``to_params(..., n=k)`` sets n)."""
+    completion = engine.chat(prompt, params)
     return [choice.text.strip() or "(empty answer)" for choice in completion.choices]
 
 
@@ -64,7 +64,7 @@ def generate_candidates(engine, session: WebSession | None, prompt: str, k, *par
         params = to_params(*param_values, n=k)
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
-    answers = sample_answers(engine, prompt, k, params)
+    answers = sample_answers(engine, prompt, params)
     session.rank_prompt, session.rank_answers, session.rank_params = prompt, tuple(answers), params.to_dict()
     status = f"{k} answers sampled at temperature {params.temperature}. Give each a different rank (1 = best) and submit."
     if params.temperature == 0:
@@ -120,7 +120,7 @@ def arena_generate(engine, session: WebSession | None, prompt: str, *param_value
         params = to_params(*param_values, n=2)
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
-    a, b = sample_answers(engine, prompt, 2, params)
+    a, b = sample_answers(engine, prompt, params)
     session.arena, session.arena_prompt, session.arena_params = (a, b), prompt, params.to_dict()
     return session, a, b, "Which answer is better?"
 
