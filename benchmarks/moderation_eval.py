@@ -43,8 +43,8 @@ from gpt_demo.moderation import (  # noqa: E402
     load_thresholds,
     moderate,
 )
-from gpt_demo.moderation_config import TrainConfig  # noqa: E402
-from gpt_demo.moderation_train import (  # noqa: E402
+from gpt_demo.moderation.config import TrainConfig  # noqa: E402
+from gpt_demo.moderation.train import (  # noqa: E402
     choose_thresholds,
     embed_cached,
     evaluate,

@@ -294,10 +294,10 @@ def cmd_moderate(args: argparse.Namespace) -> int:
 
 
 def cmd_moderation_train(args: argparse.Namespace) -> int:
-    from .moderation_config import config_from_args
+    from .moderation.config import config_from_args
 
     cfg = config_from_args(args)  # validate before the (slow) embedding
-    from .moderation_train import train
+    from .moderation.train import train
 
     result = train(cfg)
     print(json.dumps({"thresholds": result.thresholds, "validation": result.report["validation"],
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp = add("moderation", cmd_moderate, "Train the moderation head (see `gpt-demo moderation train --help`).")
     mp.set_defaults(func=lambda args, _p=mp: _p.print_help() or 0)
     msub = mp.add_subparsers(dest="moderation_command", metavar="SUBCOMMAND")
-    from .moderation_config import add_config_args
+    from .moderation.config import add_config_args
 
     tp = msub.add_parser("train", help="Train the head on the moderation data and write the weights and thresholds.",
                          description="Train the moderation head (MiniLM embeddings -> MLP) and choose thresholds on validation.")

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
+from .limits import Limits
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 QUANTIZE_CHOICES = ("none", "8bit", "4bit")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -51,7 +53,18 @@ class Settings:
         metadata={"help": "Web app interface (GPT_DEMO_HOST, else GRADIO_SERVER_NAME as Spaces set it)."},
     )
     port: int = field(default=7860, metadata={"help": "Web app port (GPT_DEMO_PORT, else GRADIO_SERVER_PORT)."})
-    auth: str | None = field(default=None, metadata={"help": "user:password for the web app (GPT_DEMO_AUTH)."})
+    auth: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Raters' user:password logins, comma-separated in GPT_DEMO_AUTH: chat, rank, vote."},
+    )
+    admin: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Admins' user:password logins (GPT_DEMO_ADMIN): also export, train, manage adapters."},
+    )
+    limits: Limits = field(
+        default_factory=Limits,
+        metadata={"help": "Per-request bounds and the concurrency budget (GPT_DEMO_MAX_*, see gpt_demo.limits)."},
+    )
     offline: bool = field(
         default=False,
         metadata={"help": "Never contact the hub (GPT_DEMO_OFFLINE=1 or HF_HUB_OFFLINE=1)."},
@@ -62,6 +75,14 @@ class Settings:
         check_choice("quantize", self.quantize, QUANTIZE_CHOICES)
         if not self.model:
             raise ValueError("model='' is not allowed; give a registry name, hub id or path")
+        for name in ("auth", "admin"):
+            value = getattr(self, name)
+            if isinstance(value, str):  # one login given as a plain string
+                object.__setattr__(self, name, (value,) if value else ())
+            elif value is None:
+                object.__setattr__(self, name, ())
+            else:
+                object.__setattr__(self, name, tuple(value))
 
     @property
     def models_dir(self) -> Path:
@@ -87,8 +108,11 @@ class Settings:
                 values["port"] = int(port)
             except ValueError:
                 raise ValueError(f"GPT_DEMO_PORT={port!r} is not allowed; give a port number") from None
-        if env.get("GPT_DEMO_AUTH"):
-            values["auth"] = env["GPT_DEMO_AUTH"]
+        for name in ("auth", "admin"):
+            raw = env.get(f"GPT_DEMO_{name.upper()}")
+            if raw:
+                values[name] = tuple(item.strip() for item in raw.split(",") if item.strip())
+        values["limits"] = Limits.from_env(env)
         truthy = ("1", "true", "yes", "on")
         values["offline"] = (
             env.get("GPT_DEMO_OFFLINE", "").lower() in truthy or env.get("HF_HUB_OFFLINE", "").lower() in truthy

@@ -129,8 +129,8 @@ def test_the_seed_example_is_violence():
 
 
 def test_examples_are_not_training_rows():
-    from gpt_demo.moderation_config import EXAMPLES_PATH
-    from gpt_demo.moderation_train import _norm, read_jsonl
+    from gpt_demo.moderation.config import EXAMPLES_PATH
+    from gpt_demo.moderation.train import _norm, read_jsonl
 
     own = {_norm(r["text"]) for r in read_jsonl(EXAMPLES_PATH)}
     texts = [t for ts in FLAGGED.values() for t in ts if t != "I want to kill him"] + CLEAR
@@ -234,8 +234,8 @@ def test_shipped_files_load_and_reproduce_the_training_scores():
 
 def test_training_writes_files_that_reload_to_identical_scores(tmp_path):
     from gpt_demo.moderation import Moderator
-    from gpt_demo.moderation_config import EXAMPLES_PATH, TrainConfig
-    from gpt_demo.moderation_train import embed_cached, read_jsonl, train
+    from gpt_demo.moderation.config import EXAMPLES_PATH, TrainConfig
+    from gpt_demo.moderation.train import embed_cached, read_jsonl, train
 
     data = tmp_path / "data"
     data.mkdir()
@@ -256,7 +256,7 @@ def test_training_writes_files_that_reload_to_identical_scores(tmp_path):
 
 
 def test_train_config_validation_names_the_field():
-    from gpt_demo.moderation_config import TrainConfig
+    from gpt_demo.moderation.config import TrainConfig
 
     with pytest.raises(ValueError, match="epochs=0"):
         TrainConfig(epochs=0)

@@ -52,7 +52,7 @@ class ServeConfig:
         from ..config import Settings
 
         settings = settings or Settings.from_env()
-        values = {"host": settings.host, "port": settings.port, "auth": settings.auth}
+        values = {"host": settings.host, "port": settings.port, "auth": settings.auth[0] if settings.auth else None}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

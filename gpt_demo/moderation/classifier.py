@@ -20,11 +20,11 @@ or above its threshold; ``flagged`` is ``True`` when any category is.
 
 How it works. Each text is embedded with all-MiniLM-L6-v2 (384-d, normalised; the same encoder as
 ``gpt_demo.embeddings``), and a one-hidden-layer MLP trained with masked binary cross-entropy
-(``gpt_demo.moderation_train``, ``gpt-demo moderation train``) turns the embedding into eight
+(``gpt_demo.moderation.train``, ``gpt-demo moderation train``) turns the embedding into eight
 independent probabilities. The head and its per-category thresholds ship in the package
 (``gpt_demo/data/moderation_head.safetensors``, 400 KB, and ``moderation_thresholds.json``). Each
 threshold maximises F1 for its category on held-out scores (out-of-fold over the train and
-validation splits, see ``gpt_demo.moderation_train``); the JSON records how, the validation figures
+validation splits, see ``gpt_demo.moderation.train``); the JSON records how, the validation figures
 and the training settings. As shipped: sexual 0.84, hate 0.83, harassment 0.72, self-harm 0.75,
 sexual/minors 0.20, hate/threatening 0.80, violence/graphic 0.81, violence 0.93 (the JSON is the
 authority). The head runs in numpy, so scores are bit-for-bit repeatable for the same embeddings.
@@ -83,7 +83,7 @@ CODES = {
 GATE_MODES = ("off", "warn", "block")
 GATE_ROLES = ("user", "assistant")
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = Path(__file__).parent.parent / "data"
 HEAD_PATH = DATA_DIR / "moderation_head.safetensors"
 THRESHOLDS_PATH = DATA_DIR / "moderation_thresholds.json"
 
@@ -241,7 +241,7 @@ def embed(texts: list[str], progress: bool = False) -> np.ndarray:
     """(N, 384) normalised float32 MiniLM embeddings (``gpt_demo.embeddings``, the project's one MiniLM)."""
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
-    from .embeddings import embed as shared_embed
+    from ..embeddings import embed as shared_embed
 
     return np.asarray(shared_embed(list(texts), model="minilm", progress=progress), dtype=np.float32)
 

@@ -2,7 +2,7 @@
 
     gpt-demo moderation train                                   # writes gpt_demo/data/moderation_*.{safetensors,json}
     gpt-demo moderation train --data-dir ../shared/data/moderation --out-dir /tmp/head --epochs 40
-    python -m gpt_demo.moderation_train --help
+    python -m gpt_demo.moderation.train --help
 
 Data. Every ``*.jsonl`` in ``data_dir`` (default ``../shared/data/moderation`` beside the repository;
 rows ``{"id", "source", "text", "labels": {"S": 1|0|null, ...}}``, see its README) plus the project's
@@ -47,8 +47,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .moderation import CATEGORIES, CODES, HEAD_PATH, THRESHOLDS_PATH, Head
-from .moderation_config import (
+from .classifier import CATEGORIES, CODES, HEAD_PATH, THRESHOLDS_PATH, Head
+from .config import (
     EMBEDDING_MODEL,
     TrainConfig,
     add_config_args,
@@ -195,11 +195,11 @@ def _text_key(text: str) -> str:
 
 def embed_cached(texts: Sequence[str], cache_dir: Path | None, embed_fn: Callable | None = None, log=None) -> np.ndarray:
     """(N, 384) embeddings; looked up by text hash in ``cache_dir/minilm/*.npz``, new ones embedded and stored."""
-    from .moderation import embed as default_embed
+    from .classifier import embed as default_embed
 
     embed_fn = embed_fn or (lambda items: default_embed(items, progress=len(items) > 256))
     # Embed what the classifier sees at inference for a short text: the first window (see moderation.chunks).
-    from .moderation import ModerationConfig, chunks
+    from .classifier import ModerationConfig, chunks
 
     mc = ModerationConfig()
     seen_texts = [chunks(t, mc.chunk_words, mc.chunk_overlap)[0] for t in texts]
@@ -474,7 +474,7 @@ def train(cfg: TrainConfig, *, log=None, embed_fn: Callable | None = None) -> Tr
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gpt_demo.moderation_train", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m gpt_demo.moderation.train", description=__doc__.split("\n")[0])
     add_config_args(p)
     cfg = config_from_args(p.parse_args(argv))
     result = train(cfg)

@@ -1,6 +1,6 @@
 """The training run's settings, kept free of numpy and torch so ``gpt-demo --help`` stays light.
 
-    >>> from gpt_demo.moderation_config import TrainConfig
+    >>> from gpt_demo.moderation.config import TrainConfig
     >>> TrainConfig(epochs=5, hidden=0).epochs
     5
     >>> TrainConfig(val_fraction=1.5)
@@ -16,8 +16,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-DATA_DIR = Path(__file__).parent / "data"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(__file__).parent.parent / "data"
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLES_PATH = DATA_DIR / "moderation_examples.jsonl"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
