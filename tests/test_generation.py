@@ -59,18 +59,19 @@ def test_penalties_lower_repetition(engine, penalty):
     assert repeat_rate(penalised.token_ids) < repeat_rate(plain.token_ids) - 0.2
 
 
-def test_best_of_returns_the_candidate_with_the_highest_scored_logprob(engine):
+def test_best_of_returns_the_candidate_with_the_highest_logprob_per_token(engine):
     params = engine.params(temperature=1.0, seed=5, max_tokens=12)
     prompt_ids = engine.render_chat("Name a fruit.", params).ids
     everyone = engine.chat("Name a fruit.", params, best_of=4, n=4)
-    totals = [c.total_logprob for c in everyone.choices]
-    assert len(totals) == 4 and totals == sorted(totals, reverse=True)  # best first
+    means = [c.mean_logprob for c in everyone.choices]
+    assert len(means) == 4 and means == sorted(means, reverse=True)  # best first, per token
     assert len({tuple(c.token_ids) for c in everyone.choices}) > 1  # real alternatives to choose from
     # total_logprob is what the model says when it scores the answer on its own, in one forward pass.
     scores = [engine.score(prompt_ids, c.token_ids) for c in everyone.choices]
-    for total, score in zip(totals, scores):
-        assert total == pytest.approx(score, abs=1e-2 + 1e-3 * abs(score))
-    assert max(range(4), key=scores.__getitem__) == 0
+    for choice, score in zip(everyone.choices, scores):
+        assert choice.total_logprob == pytest.approx(score, abs=1e-2 + 1e-3 * abs(score))
+    per_token = [score / len(c.token_ids) for score, c in zip(scores, everyone.choices)]
+    assert max(range(4), key=per_token.__getitem__) == 0
     # Same seed and batch shape: best_of=4 samples the same four candidates and keeps the top one(s).
     best = engine.chat("Name a fruit.", params, best_of=4, n=1)
     assert len(best.choices) == 1
@@ -183,3 +184,32 @@ def test_a_stream_can_be_resumed_on_other_threads(engine):
             pool.shutdown()
     assert len(threads) == 2 and len(pieces) > 3
     assert "".join(pieces) == engine.chat("Count from one to ten.", temperature=0, max_tokens=24).text
+
+
+def test_best_of_ranks_by_mean_logprob_not_total():
+    """The shortest candidate has the highest total but not the highest mean: the mean wins (OpenAI's rule)."""
+    from gpt_demo.generation.decoding import select_best
+    from gpt_demo.generation.results import Choice
+
+    short = Choice(0, "Yes.", [11, 2], "stop", total_logprob=-1.2)  # total -1.2, mean -0.6
+    long = Choice(1, "A ripe red apple.", [5, 6, 7, 8, 9, 2], "stop", total_logprob=-1.8)  # total -1.8, mean -0.3
+    middle = Choice(2, "Maybe a pear.", [3, 4, 5, 2], "stop", total_logprob=-1.6)  # total -1.6, mean -0.4
+    assert max([short, long, middle], key=lambda c: c.total_logprob) is short  # the old key would pick it
+    best = select_best([short, long, middle], n=2)
+    assert [c.text for c in best] == ["A ripe red apple.", "Maybe a pear."]
+    assert [c.index for c in best] == [0, 1]
+    assert best[0].mean_logprob == pytest.approx(-0.3)
+
+
+def test_decoding_raises_no_deprecation_warning(engine):
+    """transformers 5 renamed past_key_values to cache (removal in 5.40): our loop uses the new name."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        streamed = "".join(engine.stream_chat("Hi", temperature=0, max_tokens=6))
+        done = engine.chat("Hi", temperature=0, max_tokens=6, n=2, best_of=2)
+    assert streamed and done.choices
+    bad = [f"{w.category.__name__}: {w.message}" for w in caught
+           if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    assert bad == []

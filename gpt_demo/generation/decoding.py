@@ -45,21 +45,35 @@ def eos_token_ids(loaded) -> set[int]:
     return ids
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    cached = getattr(model, "_gpt_demo_logits_to_keep", None)
+def _forward_parameters(model) -> frozenset[str]:
+    """The keyword names ``model.forward`` understands, looking through a peft wrapper's ``**kwargs``."""
+    cached = getattr(model, "_gpt_demo_forward_params", None)
     if cached is None:
-        cached = "logits_to_keep" in inspect.signature(model.forward).parameters
-        model._gpt_demo_logits_to_keep = cached
+        params = inspect.signature(model.forward).parameters
+        names = set(params)
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        base = getattr(model, "get_base_model", None)
+        if takes_any and callable(base) and base() is not model:  # PeftModel passes **kwargs through
+            names |= _forward_parameters(base())
+        cached = frozenset(names)
+        model._gpt_demo_forward_params = cached
     return cached
 
 
 def _forward(model, input_ids: torch.Tensor, cache):
-    kwargs = {"use_cache": True, "past_key_values": cache}
-    if _accepts_logits_to_keep(model):
+    # transformers 5 renamed past_key_values to cache (the old name warns, and goes in 5.40);
+    # a model class written for 4.x still takes the old one.
+    accepted = _forward_parameters(model)
+    cache_kwarg = "cache" if "cache" in accepted or "past_key_values" not in accepted else "past_key_values"
+    kwargs = {"use_cache": True, cache_kwarg: cache}
+    if "logits_to_keep" in accepted:
         kwargs["logits_to_keep"] = 1  # only the last position's logits: saves a (T, vocab) matmul
     with forward_guard(model).shared():
         out = model(input_ids=input_ids, **kwargs)
-    return out.logits[:, -1, :].float(), out.past_key_values  # (B, vocab)
+    new_cache = getattr(out, "cache", None)
+    if new_cache is None:
+        new_cache = out.past_key_values
+    return out.logits[:, -1, :].float(), new_cache  # (B, vocab)
 
 
 def _top_logprobs(tokenizer, logp_row: torch.Tensor, k: int) -> list[tuple[str, float]]:
@@ -162,22 +176,36 @@ def decode(
                 logprobs=details[row] if params.logprobs else None,
             )
         )
-    # best_of: keep the n candidates with the highest total log-probability, best first
-    # (also when best_of == n, so choice 0 is always the best); plain n keeps sampling order.
-    # ``rank_by(texts) -> scores`` (a reward model) replaces log-probability as the ranking key.
-    ranked = params.best_of is not None
-    keys = [c.total_logprob for c in choices]
-    if ranked and rank_by is not None:
+    best = select_best(choices, params.n, rank_by) if params.best_of is not None else choices
+    return Completion(choices=best, prompt_tokens=len(prompt_ids), model=loaded.name, seed=seed)
+
+
+def select_best(choices: list[Choice], n: int, rank_by=None) -> list[Choice]:
+    """best_of as OpenAI defines it: the ``n`` candidates with the highest log-probability *per token*.
+
+    Ranking by the total would favour whatever ends first (a one-word answer nearly always
+    wins), so the key is ``Choice.mean_logprob``. They come back best first and renumbered,
+    also when ``best_of == n``, so choice 0 is always the best. ``rank_by(texts) -> scores``
+    (a reward model) replaces log-probability as the key; its scores land in ``Choice.reward``.
+
+        >>> short = Choice(0, "Hi", [1], "stop", total_logprob=-1.0)           # mean -1.0
+        >>> long = Choice(1, "Hello there", [1, 2, 3, 4], "stop", total_logprob=-2.0)  # mean -0.5
+        >>> [c.text for c in select_best([short, long], n=1)]
+        ['Hello there']
+    """
+    keys = [c.mean_logprob for c in choices]
+    if rank_by is not None:
         keys = [float(k) for k in rank_by([c.text for c in choices])]
-        if len(keys) != rows:
-            raise ValueError(f"rank_by returned {len(keys)} scores for {rows} candidates; it must return one per candidate")
+        if len(keys) != len(choices):
+            raise ValueError(f"rank_by returned {len(keys)} scores for {len(choices)} candidates; "
+                             "it must return one per candidate")
         for choice, key in zip(choices, keys):
             choice.reward = key
-    order = sorted(range(rows), key=lambda i: keys[i], reverse=True)
-    best = [choices[i] for i in order][: params.n] if ranked else choices
+    order = sorted(range(len(choices)), key=lambda i: keys[i], reverse=True)
+    best = [choices[i] for i in order][:n]
     for i, choice in enumerate(best):
         choice.index = i
-    return Completion(choices=best, prompt_tokens=len(prompt_ids), model=loaded.name, seed=seed)
+    return best
 
 
 def run_to_end(gen: Generator[Delta, None, Completion]) -> Completion:

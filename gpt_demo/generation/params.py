@@ -60,7 +60,7 @@ class GenerationParams:
     n: int = field(default=1, metadata={"help": "How many answers to return."})
     best_of: int | None = field(
         default=None,
-        metadata={"help": f"n to {MAX_BEST_OF}. Candidates generated; the n with the highest total log-probability win."},
+        metadata={"help": f"n to {MAX_BEST_OF}. Candidates generated; the n with the highest log-probability per token win (as OpenAI ranks)."},
     )
     seed: int | None = field(default=None, metadata={"help": ">= 0. The same seed and parameters repeat the answer."})
     logprobs: bool = field(default=False, metadata={"help": "Return each generated token's log-probability."})

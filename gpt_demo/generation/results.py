@@ -22,7 +22,7 @@ class TokenLogprob:
 
 @dataclass
 class Choice:
-    """One answer. ``total_logprob`` sums the model's log-probabilities of ``token_ids``."""
+    """One answer. ``total_logprob`` sums the model's log-probabilities of ``token_ids``; ``mean_logprob`` averages them."""
 
     index: int
     text: str
@@ -31,6 +31,11 @@ class Choice:
     total_logprob: float = 0.0
     logprobs: list[TokenLogprob] | None = None
     reward: float | None = None  # the reward model's score when best_of ranked by reward
+
+    @property
+    def mean_logprob(self) -> float:
+        """Log-probability per generated token (the end token counts): what ``best_of`` ranks by."""
+        return self.total_logprob / max(1, len(self.token_ids))
 
 
 @dataclass
