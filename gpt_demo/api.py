@@ -10,6 +10,7 @@
     >>> from gpt_demo.api import moderate          # no chat model needed
     >>> moderate("I want to kill him").categories["violence"]                # doctest: +SKIP
     True
+    >>> get_engine(adapter="my-sft")          # one engine cache for every front-end  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Iterator, Union
 
 from .chat import Conversation, RenderedPrompt
 from .config import Settings
+from .engine_cache import EngineCache, EngineKey, LoadEvent, default_cache, get_engine  # noqa: F401 (the one cache)
 from .generation.params import GenerationParams
+from .limits import Limits, current_limits
 from .generation.results import Completion, TokenProb
 from .models.loading import LoadConfig, LoadedModel
 
@@ -28,9 +31,10 @@ Messages = Union[str, list, Conversation]
 class Engine:
     """A loaded model plus everything you can do with it. Build one with ``load_engine``."""
 
-    def __init__(self, loaded: LoadedModel, defaults: GenerationParams | None = None):
+    def __init__(self, loaded: LoadedModel, defaults: GenerationParams | None = None, limits: Limits | None = None):
         self.loaded = loaded
         self.defaults = defaults or GenerationParams()
+        self.limits = limits if limits is not None else current_limits()  # per-request bounds (GPT_DEMO_MAX_*)
         self.reward_model = None  # when set, best_of candidates are ranked by reward
 
     def use_reward_model(self, reward_model) -> "Engine":
@@ -98,11 +102,13 @@ class Engine:
 
     def render_chat(self, messages: Messages, params: GenerationParams, system: str | None = None) -> RenderedPrompt:
         conv = self.conversation(messages, system)
-        return conv.prompt_ids(self.tokenizer, self._prompt_budget(params), prefill=params.inject_start_text)
+        return conv.prompt_ids(self.tokenizer, self._prompt_budget(params), prefill=params.inject_start_text,
+                               limits=self.limits)
 
     def render_raw(self, prompt: str, params: GenerationParams) -> RenderedPrompt:
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"prompt={prompt!r} is not allowed; give a non-empty string")
+        self.limits.check_text("prompt", prompt)  # before tokenizing
         ids = self.tokenizer(prompt + params.inject_start_text)["input_ids"]
         budget = self._prompt_budget(params)
         clipped = max(0, len(ids) - budget)
@@ -164,26 +170,26 @@ class Engine:
         """The ``top_k`` most likely next tokens after raw ``text`` at ``temperature``."""
         from .inspect.next_token import distribution  # caches the forward pass: a slider only re-softmaxes
 
-        return distribution(self.loaded, text, top_k=top_k, temperature=temperature)
+        return distribution(self.loaded, text, top_k=top_k, temperature=temperature, limits=self.limits)
 
     def step(self, text: str, temperature: float = 1.0, *, token_id: int | None = None,
              seed: int | None = None, top_k: int = 10):
         """Append one token (``token_id``, or sampled at ``temperature``) and return a ``StepResult``."""
         from .inspect.next_token import step
 
-        return step(self.loaded, text, temperature, token_id=token_id, seed=seed, top_k=top_k)
+        return step(self.loaded, text, temperature, token_id=token_id, seed=seed, top_k=top_k, limits=self.limits)
 
     def attention(self, text: str, layer: int = -1, head: int | None = None):
         """An ``AttentionMap`` (tokens, (T, T) weights) for ``layer`` and ``head`` (None: mean over heads)."""
         from .inspect.attention import attention_map
 
-        return attention_map(self.loaded, text, layer=layer, head=head)
+        return attention_map(self.loaded, text, layer=layer, head=head, limits=self.limits)
 
     def strongest_heads(self, text: str, token: str, target: str, k: int = 5):
         """The (layer, head, weight) where ``token`` attends most to ``target``: "it" -> "animal"."""
         from .inspect.attention import strongest_heads
 
-        return strongest_heads(self.loaded, text, token, target, k=k)
+        return strongest_heads(self.loaded, text, token, target, k=k, limits=self.limits)
 
     def score(self, prompt_ids: list[int], completion_ids: list[int]) -> float:
         """Total log-probability of ``completion_ids`` following ``prompt_ids``."""
@@ -211,7 +217,7 @@ class Engine:
     # -- moderation -----------------------------------------------------------------
     def moderate(self, texts, thresholds: dict | None = None):
         """OpenAI-shaped moderation of one text (-> ModerationResult) or a list; see ``gpt_demo.moderation``."""
-        return moderate(texts, thresholds=thresholds)
+        return moderate(texts, thresholds=thresholds, limits=self.limits)
 
     def gate(self, text: str, mode: str = "off", *, role: str = "user", thresholds: dict | None = None):
         """The chat gate (off | warn | block) for a user message or the model's answer."""
@@ -219,11 +225,11 @@ class Engine:
 
 
 # -- moderation without a chat model --------------------------------------------------
-def moderate(texts, thresholds: dict | None = None):
+def moderate(texts, thresholds: dict | None = None, *, limits: Limits | None = None):
     """Moderate without loading the chat model: ``gpt_demo.api.moderate("I want to kill him").flagged``."""
     from .moderation import moderate as _moderate
 
-    return _moderate(texts, thresholds=thresholds)
+    return _moderate(texts, thresholds=thresholds, limits=limits)
 
 
 def gate(text: str, mode: str = "off", *, role: str = "user", thresholds: dict | None = None):
@@ -284,7 +290,7 @@ def load_engine(
     settings = settings or Settings.from_env()
     cfg = LoadConfig.from_settings(settings, model=model, quantize=quantize, device=device, progress=progress,
                                    adapter=adapter)
-    engine = Engine(load_model(cfg), defaults=defaults)
+    engine = Engine(load_model(cfg), defaults=defaults, limits=settings.limits)
     if reward_model:
         engine.use_reward_model(load_reward_model(reward_model, settings=settings, device=engine.loaded.device))
     return engine
@@ -329,13 +335,13 @@ def train_ppo(prompts, out: str | None = None, *, reward: str | None = None, rew
 
 def list_adapters(settings: Settings | None = None):
     """Saved adapters (``AdapterInfo``: name, kind, base model, metrics), newest first."""
-    from .training.adapters import list_adapters as _list
+    from .models.adapters import list_adapters as _list
 
     return _list(settings)
 
 
 def load_reward_model(name: str, *, settings: Settings | None = None, device: str = "auto"):
-    """A ``RewardModel``: ``rm.score(prompts, answers) -> list[float]``."""
+    """A ``RewardModel`` on ``device`` (an engine passes its own): ``rm.score(prompts, answers) -> list[float]``."""
     from .training.reward import RewardModel
 
     return RewardModel.load(name, settings, device=device)

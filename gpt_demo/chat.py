@@ -90,29 +90,55 @@ class Conversation:
             text = "".join(f"{m['role']}: {m['content']}\n" for m in head + turns) + "assistant:"
         return tokenizer(text + prefill, add_special_tokens=False)["input_ids"]
 
-    def prompt_ids(self, tokenizer, budget: int, prefill: str = "") -> RenderedPrompt:
-        """Render, dropping the oldest turns until the prompt fits in ``budget`` tokens."""
+    def prompt_ids(self, tokenizer, budget: int, prefill: str = "", *, limits=None) -> RenderedPrompt:
+        """Render, dropping the oldest turns until the prompt fits in ``budget`` tokens.
+
+        ``limits`` (a ``gpt_demo.limits.Limits``) bounds the messages and their characters first,
+        before any tokenizing. The kept turns are the longest suffix that fits, found with a
+        constant number of renders of the whole history and O(log n) renders of suffixes no
+        longer than about twice what is kept (gallop back from the newest, then bisect), so a
+        long history costs linear tokenizer work, not one render per dropped turn.
+        """
         if not self.turns:
             raise ValueError("the conversation has no messages; add a user message first")
-        turns = list(self.turns)
-        dropped = 0
+        if limits is not None:
+            limits.check_messages("messages", self.messages)
+        turns, n = self.turns, len(self.turns)
         ids = self.render(tokenizer, turns, prefill)
-        while len(ids) > budget and len(turns) > 1:
-            turns.pop(0)
-            dropped += 1
-            ids = self.render(tokenizer, turns, prefill)
         if len(ids) <= budget:
-            return RenderedPrompt(ids, dropped)
+            return RenderedPrompt(ids, 0)
+        # Keeping more turns never makes the prompt shorter, so the turns that fit are a suffix.
+        fit, fit_ids = 0, None  # most newest turns known to fit (0: not even the newest alone)
+        miss, miss_ids = n, ids  # fewest newest turns known not to fit
+        keep = 1
+        while keep < miss:  # gallop: 1, 2, 4, ... newest turns
+            probe = self.render(tokenizer, turns[n - keep :], prefill)
+            if len(probe) > budget:
+                miss, miss_ids = keep, probe
+                break
+            fit, fit_ids = keep, probe
+            keep *= 2
+        while miss - fit > 1:  # bisect between what fits and what does not
+            keep = (fit + miss) // 2
+            probe = self.render(tokenizer, turns[n - keep :], prefill)
+            if len(probe) > budget:
+                miss, miss_ids = keep, probe
+            else:
+                fit, fit_ids = keep, probe
+        if fit:
+            return RenderedPrompt(fit_ids, n - fit)
         # Only the newest message is left and it is still too long: keep its end.
-        content_ids = tokenizer(turns[-1]["content"], add_special_tokens=False)["input_ids"]
+        dropped = n - 1
+        last_turns, ids = turns[-1:], miss_ids  # miss == 1 here
+        content_ids = tokenizer(last_turns[-1]["content"], add_special_tokens=False)["input_ids"]
         overhead = len(ids) - len(content_ids)
         keep = budget - overhead
         if keep < 1:
             raise ValueError(f"the system prompt alone needs {overhead} tokens; the budget is {budget}")
         clipped = len(content_ids) - keep
         while True:
-            last = dict(turns[-1], content=tokenizer.decode(content_ids[clipped:]))
-            ids = self.render(tokenizer, turns[:-1] + [last], prefill)
+            last = dict(last_turns[-1], content=tokenizer.decode(content_ids[clipped:]))
+            ids = self.render(tokenizer, [last], prefill)
             if len(ids) <= budget:
                 return RenderedPrompt(ids, dropped, clipped)
             clipped += len(ids) - budget  # re-tokenizing at the cut can add a token or two

@@ -23,48 +23,13 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .config import DEVICE_CHOICES, QUANTIZE_CHOICES
-
-PARAM_FLAGS = {
-    # flag: (GenerationParams field, type, help)
-    "--temperature": ("temperature", float, "0-2; 0 is greedy"),
-    "--top-p": ("top_p", float, "(0-1] nucleus sampling mass"),
-    "--max-tokens": ("max_tokens", int, "most new tokens"),
-    "--frequency-penalty": ("frequency_penalty", float, "-2 to 2"),
-    "--presence-penalty": ("presence_penalty", float, "-2 to 2"),
-    "--n": ("n", int, "number of answers"),
-    "--best-of": ("best_of", int, "candidates; the n most likely win"),
-    "--seed": ("seed", int, "repeatable sampling"),
-    "--top-logprobs": ("top_logprobs", int, "alternatives per token (implies logprobs, with --json)"),
-    "--inject-start-text": ("inject_start_text", str, "text the answer starts from"),
-    "--inject-restart-text": ("inject_restart_text", str, "text appended after the answer"),
-}
-
-
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--model", help="registry name, hub id, local dir or .gguf (default: $GPT_DEMO_MODEL or smollm2-135m-instruct)")
-    g.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="bitsandbytes quantization (default: none)")
-    g.add_argument("--device", choices=DEVICE_CHOICES, help="default: auto")
-    g.add_argument("--adapter", help="a trained LoRA adapter to load on top (see `gpt-demo adapters`)")
-    g.add_argument("--reward-model", dest="reward_model", metavar="NAME",
-                   help="a reward adapter that ranks --best-of candidates instead of log-probability")
-
-
-def _add_param_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("generation parameters (OpenAI names and ranges)")
-    for flag, (dest, kind, text) in PARAM_FLAGS.items():
-        g.add_argument(flag, dest=dest, type=kind, help=text)
-    g.add_argument("--stop", action="append", help="stop sequence (repeat up to 4 times)")
-    g.add_argument("--system", help="system prompt")
+from .flags import add_model_flags, add_param_flags, param_values, parse_thresholds
 
 
 def _params(args: argparse.Namespace):
     from .generation.params import GenerationParams
 
-    values = {dest: getattr(args, dest) for dest, _, _ in PARAM_FLAGS.values() if getattr(args, dest) is not None}
-    if args.stop:
-        values["stop"] = tuple(args.stop)
+    values = param_values(args)
     if values.get("top_logprobs"):
         values["logprobs"] = True
     return GenerationParams.from_dict(values)
@@ -245,22 +210,6 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_thresholds(items: list[str] | None) -> dict | None:
-    """``["violence=0.3", "hate=0.8"]`` -> {"violence": 0.3, "hate": 0.8} (validated by the moderation module)."""
-    if not items:
-        return None
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"--threshold {item!r} is not allowed; write CATEGORY=NUMBER, e.g. violence=0.3") from None
-        if not sep:
-            raise ValueError(f"--threshold {item!r} is not allowed; write CATEGORY=NUMBER, e.g. violence=0.3")
-    return out
-
-
 def _stdin_lines(what: str) -> list[str]:
     text = _read_stdin_text(what)
     return text[:-1].split("\n") if text.endswith("\n") else text.split("\n")
@@ -269,7 +218,7 @@ def _stdin_lines(what: str) -> list[str]:
 def cmd_moderate(args: argparse.Namespace) -> int:
     from .moderation import CATEGORIES, check_thresholds
 
-    thresholds = check_thresholds(_parse_thresholds(args.threshold), "--threshold") or None
+    thresholds = check_thresholds(parse_thresholds(args.threshold), "--threshold") or None
     texts = [args.text] if args.text is not None else _stdin_lines("text")
     from .api import moderate
 
@@ -322,20 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("chat", cmd_chat, "Interactive chat in the terminal (streams the answer).")
     p.add_argument("--moderation", choices=("off", "warn", "block"), default="off",
                    help="moderate your messages and the answers: warn, or block (answers are then shown whole, not streamed)")
-    _add_model_flags(p), _add_param_flags(p)
+    add_model_flags(p), add_param_flags(p)
 
     p = add("generate", cmd_generate, "One answer to PROMPT (through the chat template unless --raw).")
     p.add_argument("prompt", nargs="?", help="the prompt (default: standard input)")
     p.add_argument("--raw", action="store_true", help="continue the text as is, without the chat template")
     p.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
-    _add_model_flags(p), _add_param_flags(p)
+    add_model_flags(p), add_param_flags(p)
 
     p = add("next-tokens", cmd_next_tokens, "The most likely next tokens after TEXT, with probabilities.")
     p.add_argument("text", nargs="?", help="the text (default: standard input)")
     p.add_argument("--top-k", type=int, default=10, help="rows to show (default 10)")
     p.add_argument("--temperature", type=float, default=1.0, help="0-2 (default 1.0)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    _add_model_flags(p)
+    add_model_flags(p)
 
     p = add("embed", cmd_embed, "Sentence embeddings of TEXTS (or each line of standard input); search or project them.")
     p.add_argument("texts", nargs="*", help="texts to embed (default: one per line on standard input)")
@@ -346,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", type=int, choices=[2, 3], help="print 2-D or 3-D coordinates instead of vectors")
     p.add_argument("--method", choices=["pca", "umap"], default="pca", help="projection method (default pca)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    _add_model_flags(p)
+    add_model_flags(p)
 
     p = add("models", cmd_models, "List the known models and the converted caches.")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -61,6 +61,14 @@ class Settings:
         default=(),
         metadata={"help": "Admins' user:password logins (GPT_DEMO_ADMIN): also export, train, manage adapters."},
     )
+    api_keys: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Keys for the REST API (Authorization: Bearer KEY), comma-separated in GPT_DEMO_API_KEYS."},
+    )
+    admin_api_keys: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "REST API keys that may also delete models (GPT_DEMO_ADMIN_API_KEYS)."},
+    )
     limits: Limits = field(
         default_factory=Limits,
         metadata={"help": "Per-request bounds and the concurrency budget (GPT_DEMO_MAX_*, see gpt_demo.limits)."},
@@ -75,7 +83,7 @@ class Settings:
         check_choice("quantize", self.quantize, QUANTIZE_CHOICES)
         if not self.model:
             raise ValueError("model='' is not allowed; give a registry name, hub id or path")
-        for name in ("auth", "admin"):
+        for name in ("auth", "admin", "api_keys", "admin_api_keys"):
             value = getattr(self, name)
             if isinstance(value, str):  # one login given as a plain string
                 object.__setattr__(self, name, (value,) if value else ())
@@ -108,7 +116,7 @@ class Settings:
                 values["port"] = int(port)
             except ValueError:
                 raise ValueError(f"GPT_DEMO_PORT={port!r} is not allowed; give a port number") from None
-        for name in ("auth", "admin"):
+        for name in ("auth", "admin", "api_keys", "admin_api_keys"):
             raw = env.get(f"GPT_DEMO_{name.upper()}")
             if raw:
                 values[name] = tuple(item.strip() for item in raw.split(",") if item.strip())

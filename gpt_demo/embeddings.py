@@ -24,7 +24,12 @@ Every vector is L2-normalised float32, so a dot product is the cosine similarity
 Input rules: a string is one text; an empty list raises ``ValueError("texts=[] is not
 allowed; ...")``; a text that is empty or only whitespace, or not a string, raises
 ``ValueError`` naming its position (``texts[3]=' ' is not allowed; ...``) rather than
-embedding to a meaningless vector.
+embedding to a meaningless vector. More texts than ``GPT_DEMO_MAX_TEXTS``, or a text longer
+than ``GPT_DEMO_MAX_INPUT_CHARS`` (``gpt_demo.limits``; an engine's own limits win), is
+refused with a message naming the field, the value and the limit, before any tokenizing.
+
+Threads: the embedders may be called from many threads at once (the web app's tabs and
+the moderation gate share MiniLM); tokenizing is serialised, the forward passes are not.
 
 Batching: texts are sorted by their true token count (after truncation) so each batch
 pads little, run ``batch_size`` at a time, and returned in the caller's order. Lists
@@ -86,6 +91,12 @@ def length_batches(lengths: Sequence[int], batch_size: int, progress: bool) -> I
 # -- embedders ------------------------------------------------------------------------
 _lock = threading.Lock()
 _minilm = None
+# A fast tokenizer keeps padding and truncation as state on its Rust object and every call
+# sets them again (on with padding=True, off without), so two threads sharing MiniLM's
+# tokenizer would switch each other's padding mid-batch ("Unable to create tensor ...", or
+# the Rust side's "Already borrowed"). Tokenizing is a few percent of a call: it goes under
+# this lock, one call at a time, and the forward passes stay concurrent.
+_tokenize_lock = threading.Lock()
 
 
 def minilm_path() -> Path:
@@ -109,6 +120,37 @@ def minilm_model():
         return _minilm
 
 
+def minilm_token_counts(texts: list[str]) -> list[int]:
+    """Word pieces MiniLM reads of each text (after its 256-piece truncation, special tokens included)."""
+    st = minilm_model()
+    with _tokenize_lock:
+        ids = st.tokenizer(texts, truncation=True, max_length=st.max_seq_length, return_attention_mask=False,
+                           return_token_type_ids=False)["input_ids"]
+    return [len(row) for row in ids]
+
+
+def minilm_windows(text: str, overlap: int = 32) -> list[str]:
+    """``text`` itself when MiniLM reads all of it, else overlapping pieces that each fit its window.
+
+    Pieces are cut at word-piece boundaries (the tokenizer's character offsets), so every
+    character is read by some piece: text with few spaces (``"a,a,a,..."``) cannot push the
+    end of a window past MiniLM's truncation, as a count of words alone would let it.
+
+        >>> minilm_windows("A short text.")        # doctest: +SKIP
+        ['A short text.']
+    """
+    st = minilm_model()
+    room = st.max_seq_length - 2  # [CLS] and [SEP]
+    with _tokenize_lock:
+        offsets = st.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False,
+                               return_offsets_mapping=True)["offset_mapping"]
+    if len(offsets) <= room:
+        return [text]
+    step = room - overlap
+    return [text[offsets[s][0]: offsets[min(s + room, len(offsets)) - 1][1]]
+            for s in range(0, max(len(offsets) - overlap, 1), step)]
+
+
 def _embed_minilm(texts: list[str], batch_size: int, progress: bool, engine=None) -> np.ndarray:
     import torch
 
@@ -116,12 +158,14 @@ def _embed_minilm(texts: list[str], batch_size: int, progress: bool, engine=None
     # SentenceTransformer.encode sorts by characters; the word-piece count after
     # truncation is what sets a batch's padded width, so sort by that (about 20% less
     # padding on chat prompts at batch 32, see benchmarks/embed.py).
-    ids = st.tokenizer(texts, truncation=True, max_length=st.max_seq_length, return_attention_mask=False,
-                       return_token_type_ids=False)["input_ids"]
+    with _tokenize_lock:
+        ids = st.tokenizer(texts, truncation=True, max_length=st.max_seq_length, return_attention_mask=False,
+                           return_token_type_ids=False)["input_ids"]
     out = np.empty((len(texts), st.get_embedding_dimension()), dtype=np.float32)
     with torch.inference_mode():
         for idx in length_batches([len(x) for x in ids], batch_size, progress):
-            features = st.preprocess([texts[i] for i in idx])  # what encode() feeds the model, per batch
+            with _tokenize_lock:  # padding=True for this batch, set and used before another thread may reset it
+                features = st.preprocess([texts[i] for i in idx])  # what encode() feeds the model, per batch
             pooled = st(features)["sentence_embedding"]  # (B, 384): BERT -> mean pooling -> Normalize
             out[idx] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
     return out
@@ -180,6 +224,15 @@ EMBEDDERS: dict[str, Embedder] = {
 }
 
 
+def request_limits(limits=None, engine=None):
+    """The bounds for one call: ``limits``, else the engine's, else ``GPT_DEMO_MAX_*`` from the environment."""
+    from .limits import current_limits
+
+    if limits is not None:
+        return limits
+    return getattr(engine, "limits", None) or current_limits()
+
+
 def embed(
     texts: str | Sequence[str],
     model: str = "minilm",
@@ -187,11 +240,22 @@ def embed(
     engine=None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool | None = None,
+    limits=None,
 ) -> np.ndarray:
     """(N, dim) L2-normalised float32 embeddings of ``texts``, in order; see the module docstring.
 
-    ``progress=None`` shows a bar for lists longer than ``PROGRESS_AFTER``.
+    ``progress=None`` shows a bar for lists longer than ``PROGRESS_AFTER``. ``limits`` (default:
+    the engine's, else the environment's) bound the number of texts and their characters;
+    a call over them is refused before anything is tokenized.
     """
+    texts = check_texts(texts)
+    request_limits(limits, engine).check_texts("texts", texts)
+    return encode_texts(texts, model, engine=engine, batch_size=batch_size, progress=progress)
+
+
+def encode_texts(texts: list[str], model: str = "minilm", *, engine=None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 progress: bool | None = None) -> np.ndarray:
+    """``embed`` for texts already checked and bounded by the caller (search, analogies, moderation windows)."""
     if model not in EMBEDDERS:
         raise ValueError(f"model={model!r} is not allowed; choose one of {', '.join(EMBEDDERS)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -220,16 +284,21 @@ def top_k_rows(query: np.ndarray, corpus: np.ndarray, k: int) -> list[tuple[int,
     return [(int(i), float(scores[i])) for i in best]
 
 
-def search(query: str, corpus: Sequence[str], top_k: int = 5, model: str = "minilm", *, engine=None) -> list[SearchHit]:
+def search(query: str, corpus: Sequence[str], top_k: int = 5, model: str = "minilm", *, engine=None,
+           limits=None) -> list[SearchHit]:
     """The ``top_k`` texts of ``corpus`` most similar to ``query`` (cosine), best first.
 
     Returns ``min(top_k, len(corpus))`` records ``SearchHit(index, text, score)``.
+    ``limits`` bound the query's characters and the corpus like ``embed``'s texts.
     """
     _check_top_k(top_k)
     if not isinstance(query, str) or not query.strip():
         raise ValueError(f"query={query!r} is not allowed; give a non-empty string")
     corpus = check_texts(corpus, "corpus")
-    vectors = embed([query, *corpus], model, engine=engine)  # one pass: (1 + N, D)
+    bounds = request_limits(limits, engine)
+    bounds.check_text("query", query)
+    bounds.check_texts("corpus", corpus)
+    vectors = encode_texts([query, *corpus], model, engine=engine)  # one pass: (1 + N, D)
     return [SearchHit(i, corpus[i], s) for i, s in top_k_rows(vectors[0], vectors[1:], top_k)]
 
 
@@ -266,7 +335,8 @@ UMAP_MIN_POINTS = 4
 
 
 def project(
-    texts_or_vectors, dims: int = 2, method: str = "pca", *, model: str = "minilm", engine=None, seed: int = 0
+    texts_or_vectors, dims: int = 2, method: str = "pca", *, model: str = "minilm", engine=None, seed: int = 0,
+    limits=None,
 ) -> np.ndarray:
     """(N, dims) float32 coordinates by PCA or UMAP, for texts (embedded first) or an (N, D) array of vectors."""
     if dims not in (2, 3):
@@ -275,7 +345,7 @@ def project(
         raise ValueError(f"method={method!r} is not allowed; choose one of {', '.join(PROJECTIONS)}")
     items = texts_or_vectors
     if isinstance(items, str) or (not isinstance(items, np.ndarray) and all(isinstance(t, str) for t in items)):
-        vectors = embed(items, model, engine=engine)
+        vectors = embed(items, model, engine=engine, limits=limits)
     else:
         vectors = np.asarray(items, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) == 0 or not np.isfinite(vectors).all():
@@ -329,6 +399,7 @@ def analogy(
     model: str = "minilm",
     *,
     engine=None,
+    limits=None,
 ) -> list[SearchHit]:
     """``a`` is to ``b`` as ``c`` is to ...? Ranks ``vocabulary`` by cosine to ``b - a + c``.
 
@@ -339,13 +410,20 @@ def analogy(
     position among the remaining candidates.
     """
     _check_top_k(top_k)
+    bounds = request_limits(limits, engine)
     check_texts([a, b, c], "words")
-    words = DEFAULT_VOCABULARY if vocabulary is None else check_texts(vocabulary, "vocabulary")
+    for name, word in (("a", a), ("b", b), ("c", c)):
+        bounds.check_text(name, word)
+    # The built-in vocabulary (about 400 words) is ours; one given is bounded like embed's texts.
+    if vocabulary is None:
+        words = DEFAULT_VOCABULARY
+    else:
+        words = bounds.check_texts("vocabulary", check_texts(vocabulary, "vocabulary"))
     inputs = {w.strip().lower() for w in (a, b, c)}
     candidates = [w for w in dict.fromkeys(words) if w.strip().lower() not in inputs]
     if not candidates:
         raise ValueError("vocabulary has no words besides the three inputs; give more words")
-    vectors = embed([a, b, c, *candidates], model, engine=engine)  # one pass: (3 + N, D)
+    vectors = encode_texts([a, b, c, *candidates], model, engine=engine)  # one pass: (3 + N, D)
     target = vectors[1] - vectors[0] + vectors[2]
     target /= np.linalg.norm(target) or 1.0
     return [SearchHit(i, candidates[i], s) for i, s in top_k_rows(target, vectors[3:], top_k)]

@@ -85,18 +85,33 @@ class Limits:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Limits":
-        """Read every ``GPT_DEMO_MAX_*`` variable that is set; a bad one is named with its value."""
+        """Read every ``GPT_DEMO_MAX_*`` variable that is set; a bad one is named with its value.
+
+            >>> Limits.from_env({"GPT_DEMO_MAX_TEXTS": "0"})
+            Traceback (most recent call last):
+            ...
+            ValueError: GPT_DEMO_MAX_TEXTS='0' is out of range; allowed: 1 <= GPT_DEMO_MAX_TEXTS <= 100000
+        """
         values: dict = {}
         for f in fields(cls):
             key = f.metadata["env"]
             raw = env.get(key)
-            if not raw:
+            if raw is None or not raw.strip():
                 continue
+            raw = raw.strip()
             if "range" in f.metadata:
+                lo, hi = f.metadata["range"]
                 try:
-                    values[f.name] = int(raw)
+                    value = int(raw.replace("_", ""))
                 except ValueError:
-                    raise ValueError(f"{key}={raw!r} is not allowed; give a whole number") from None
+                    raise ValueError(f"{key}={raw!r} is not allowed; give a whole number from {lo} to {hi}") from None
+                if not lo <= value <= hi:
+                    raise ValueError(f"{key}={raw!r} is out of range; allowed: {lo} <= {key} <= {hi}")
+                values[f.name] = value
+            elif f.name == "inspect_tokens":
+                if raw.lower() not in INSPECT_POLICIES:
+                    raise ValueError(f"{key}={raw!r} is not allowed; choose one of {', '.join(INSPECT_POLICIES)}")
+                values[f.name] = raw.lower()
             else:
                 values[f.name] = raw
         return cls(**values)

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from gpt_demo.chat import Conversation
@@ -122,9 +124,26 @@ def test_a_twenty_thousand_word_message_fits_a_small_budget(engine):
     assert "What sat on the mat?" in text and "Summarise" not in text
 
 
+def roomy(engine):
+    """The session's engine allowing 100,000-character messages (the default limit is 32,000)."""
+    import copy
+
+    from gpt_demo.limits import Limits
+
+    other = copy.copy(engine)
+    other.limits = Limits(max_input_chars=100_000)
+    return other
+
+
+def test_a_huge_message_is_refused_by_the_default_character_limit(engine):
+    with pytest.raises(ValueError, match=r"^messages\[0\]\.content has 81,631 characters; the limit is 32,000 "
+                                         r"\(GPT_DEMO_MAX_INPUT_CHARS\)$"):
+        engine.render_chat(HUGE, engine.params(max_tokens=8))
+
+
 def test_render_chat_fits_a_huge_message_in_the_window(engine):
     params = engine.params(max_tokens=8, temperature=0)
-    rendered = engine.render_chat(HUGE, params)
+    rendered = roomy(engine).render_chat(HUGE, params)
     assert rendered.clipped_tokens > 0
     assert len(rendered.ids) + params.max_tokens <= engine.context_window
     assert "What sat on the mat?" in engine.tokenizer.decode(rendered.ids[-30:])
@@ -144,6 +163,60 @@ def test_an_empty_conversation_is_refused(engine):
 @pytest.mark.slow
 def test_a_huge_message_is_answered_not_crashed(engine):
     # ~8k tokens of prefill on CPU: 25-55 s on a 2-core machine, hence `slow`.
-    result = engine.chat(HUGE, max_tokens=8, temperature=0)
+    result = roomy(engine).chat(HUGE, max_tokens=8, temperature=0)
     assert result.text.strip()
     assert 0 < result.prompt_tokens and result.prompt_tokens + 8 <= engine.context_window
+
+
+class CountingTokenizer:
+    """The real tokenizer, counting what it is asked to do: renders and characters tokenized."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer = tokenizer
+        self.renders = 0  # chat-template applications
+        self.chars = 0  # characters passed to the tokenizer
+
+    def __call__(self, text, **kwargs):
+        self.chars += len(text)
+        return self._tokenizer(text, **kwargs)
+
+    def apply_chat_template(self, *args, **kwargs):
+        self.renders += 1
+        return self._tokenizer.apply_chat_template(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+
+def test_truncating_a_long_history_costs_linear_tokenizer_work(engine):
+    """Dropping turns one at a time re-rendered the whole history per dropped turn: quadratic."""
+    work = {}
+    for turns in (250, 500):
+        conv = long_conversation(turns // 2 - 1)  # (turns // 2 - 1) pairs + system + newest: ~turns messages
+        tok = CountingTokenizer(engine.tokenizer)
+        rendered = conv.prompt_ids(tok, budget=1500)
+        assert len(rendered.ids) <= 1500 and rendered.dropped_messages > turns - 60
+        # As few turns dropped as possible: one more kept would not fit.
+        kept = len(conv.turns) - rendered.dropped_messages
+        assert len(conv.render(engine.tokenizer, conv.turns[-kept - 1 :])) > 1500
+        assert tok.renders <= 2 * math.log2(turns) + 3
+        work[turns] = tok.chars
+    # Twice the history, about twice the work (the one full render dominates); quadratic would be ~4x.
+    assert work[500] < 2.4 * work[250], work
+
+
+def test_the_message_limits_are_checked_before_any_tokenizing(engine):
+    from gpt_demo.limits import Limits
+
+    tok = CountingTokenizer(engine.tokenizer)
+    conv = long_conversation(3)
+    # The system prompt counts as a message (8 in all), and its 20 characters are the first too many.
+    with pytest.raises(ValueError, match=r"^messages has 8 messages; the limit is 5 \(GPT_DEMO_MAX_MESSAGES\)$"):
+        conv.prompt_ids(tok, budget=100, limits=Limits(max_messages=5))
+    with pytest.raises(ValueError, match=r"^messages\[0\]\.content has 20 characters; the limit is 19 "
+                                         r"\(GPT_DEMO_MAX_INPUT_CHARS\)$"):
+        conv.prompt_ids(tok, budget=100, limits=Limits(max_input_chars=19))
+    with pytest.raises(ValueError, match=r"^messages has 696 characters in all; the limit is 500 "
+                                         r"\(GPT_DEMO_MAX_TOTAL_CHARS\)$"):
+        conv.prompt_ids(tok, budget=100, limits=Limits(max_total_chars=500))
+    assert tok.renders == 0 and tok.chars == 0

@@ -1,4 +1,4 @@
-"""The gpt-demo command line and the layering rule (the core imports no front-end library).
+"""The gpt-demo command line (the layering rule is tests/test_layering.py).
 
     .venv/bin/python -m pytest tests/test_cli.py -q
 """
@@ -22,20 +22,31 @@ def test_help_does_not_import_torch():
     proc = run_python(
         "import sys\nfrom gpt_demo.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'numpy', 'gradio', 'IPython') if m in sys.modules]\n"
         "print('HEAVY', heavy)"
     )
     assert "usage: gpt-demo" in proc.stdout
     assert "HEAVY []" in proc.stdout
 
 
-def test_the_core_imports_no_front_end_library():
-    proc = run_python(
-        "import sys, gpt_demo, gpt_demo.api, gpt_demo.chat, gpt_demo.generation, gpt_demo.models\n"
-        "bad = [m for m in ('gradio', 'IPython', 'ipywidgets', 'fastapi', 'torch') if m in sys.modules]\n"
-        "print('BAD', bad)"
-    )
-    assert "BAD []" in proc.stdout, proc.stderr
+def test_the_front_ends_share_one_flag_table():
+    """gpt_demo.flags is the one table: the CLI, `gpt-demo serve` and the notebook magics read it."""
+    from gpt_demo import flags
+    from gpt_demo.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    generate = {a.option_strings[0]: a for a in commands["generate"]._actions if a.option_strings}
+    for flag, (dest, _, text) in flags.PARAM_FLAGS.items():
+        assert generate[flag].dest == dest and generate[flag].help == text
+    serve = {o for a in commands["serve"]._actions for o in a.option_strings}
+    assert {"--model", "--quantize", "--device", "--adapter", "--reward-model"} <= serve
+    pytest.importorskip("IPython")
+    from gpt_demo.notebook import parsing
+
+    assert parsing.PARAM_FLAGS and all(parsing.PARAM_FLAGS[f] is flags.PARAM_FLAGS[f] for f in parsing.PARAM_FLAGS)
+    with pytest.raises(ValueError, match=r"--threshold 'violence' is not allowed; write CATEGORY=NUMBER"):
+        flags.parse_thresholds(["violence"])
+    assert flags.parse_thresholds(["violence=0.3", " hate =1"]) == {"violence": 0.3, "hate": 1.0}
 
 
 def test_console_script_answers_a_question():

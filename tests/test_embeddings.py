@@ -94,7 +94,7 @@ def test_empty_whitespace_and_non_strings_are_named(bad, message):
 
 
 def test_very_long_input_is_truncated_to_256_word_pieces_not_refused():
-    long_text = CAT + " " + " ".join(["filler"] * 5000)
+    long_text = CAT + " " + " ".join(["filler"] * 4000)  # 28,000 characters: inside GPT_DEMO_MAX_INPUT_CHARS
     vector = embed(long_text)[0]
     assert np.isfinite(vector).all() and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
     # Only the first 256 word pieces count: whatever follows them changes nothing...
@@ -277,3 +277,59 @@ def test_cli_embed_vectors_and_errors(capsys):
     assert len(row["embedding"]) == 384 and np.linalg.norm(row["embedding"]) == pytest.approx(1.0, abs=1e-4)
     assert main(["embed", CAT, "  "]) == 2
     assert "texts[1]='  ' is not allowed" in capsys.readouterr().err
+
+
+# -- thread safety ---------------------------------------------------------------------
+# Texts of different lengths (1 to ~30 words), so a batch that lost its padding cannot
+# become a tensor; short enough that 640 calls stay cheap.
+RACE_TEXTS = [f"text {i}: " + " ".join(["tokens", "of", "varying", "length"] * (i * 5 % 8)) for i in range(12)]
+RACE_TEXTS += ["short", "I want to kill him"]
+
+
+def _race_call(thread: int, j: int):
+    """The j-th call of a thread: an embed or a moderate of 2-4 texts of mixed lengths."""
+    from gpt_demo.moderation import moderate
+
+    picks = [RACE_TEXTS[(thread * 7 + j * 3 + k * 5) % len(RACE_TEXTS)] for k in range(2 + (thread + j) % 3)]
+    if (thread + j) % 2:
+        return "embed", embed(picks, progress=False)
+    return "moderate", np.array([[r.category_scores[c] for c in sorted(r.category_scores)] for r in moderate(picks)])
+
+
+def test_concurrent_embed_and_moderate_calls_agree_with_sequential_ones():
+    """16 threads x 40 mixed calls on the shared MiniLM: no error, the same numbers as one after another.
+
+    Before the fix each call switched the shared tokenizer's padding off and on, and about one
+    call in sixty failed with "Unable to create tensor, you should probably activate truncation
+    and/or padding" (or the Rust tokenizer's "Already borrowed").
+    """
+    import threading
+
+    threads, calls = 16, 40
+    expected = {(t, j): _race_call(t, j) for t in range(threads) for j in range(calls)}
+    got, errors = {}, []
+    barrier = threading.Barrier(threads)
+    # Switch threads every 10 us instead of 5 ms, so Python-level steps interleave often.
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+
+    def worker(t):
+        barrier.wait()  # all start together, so the tokenizer calls really overlap
+        for j in range(calls):
+            try:
+                got[(t, j)] = _race_call(t, j)
+            except Exception as exc:  # noqa: BLE001 - collected and reported below
+                errors.append(f"call {t}/{j}: {type(exc).__name__}: {exc}")
+
+    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    try:
+        for th in pool:
+            th.start()
+        for th in pool:
+            th.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert errors == []
+    for key, (kind, want) in expected.items():
+        assert got[key][0] == kind
+        assert np.allclose(got[key][1], want, rtol=0, atol=1e-5), (key, kind)

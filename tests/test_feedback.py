@@ -159,10 +159,11 @@ def test_threads_writing_at_once_lose_nothing(store):
 
 
 def test_two_processes_share_one_store(store, gpt_demo_home):
-    code = ("from gpt_demo.feedback import FeedbackStore\n"
+    code = ("import sys\nfrom gpt_demo.feedback import FeedbackStore\n"
             "s = FeedbackStore.open()\n"
-            "for i in range(30): s.add_ranking(f'p{i}', ['a', 'b'], [2, 1], model='m')\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+            "for i in range(30): s.add_ranking(f'{sys.argv[1]}{i}', ['a', 'b'], [2, 1], model='m')\n")
+    # Different rankings per process (the same one would be stored once: see the tests below).
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"proc{n}-"]) for n in range(2)]
     for i in range(30):
         store.add_ranking(f"main{i}", ["a", "b"], [1, 2], model="m")
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
@@ -193,3 +194,107 @@ def test_counts_agree_with_the_expanded_pairs(store):
     store.add_comparison("Q3", "x", "y", "b", model="m")
     store.add_ranking("Q4", ["a", "b"], [1, 2], model="m")
     assert store.counts() == {"rankings": 4, "pairs": len(store.pairs())} == {"rankings": 4, "pairs": 8}
+
+
+# -- the same ranking is stored once -----------------------------------------------------
+def test_the_same_ranking_again_is_already_stored_not_a_second_row(store):
+    from gpt_demo.feedback import AlreadyStored
+
+    first = store.add_ranking("Q?", ANSWERS[:3], [2, 1, 3], model="m", session_id="tab-1")
+    with pytest.raises(AlreadyStored, match=rf"ranking already stored as #{first} \(same prompt, answers and ranks\)"):
+        store.add_ranking("Q?", ANSWERS[:3], [2, 1, 3], model="m", session_id="tab-2")  # another browser session
+    with pytest.raises(AlreadyStored) as shown:  # the same answers shown in another order
+        store.add_ranking("Q?", [ANSWERS[2], ANSWERS[0], ANSWERS[1]], [3, 2, 1], model="other")
+    assert shown.value.ranking_id == first and isinstance(shown.value, ValueError)
+    assert store.counts() == {"rankings": 1, "pairs": 3} and rows(store.path, "candidates") == 3
+    # Different ranks, a different prompt or another verdict is a new ranking.
+    store.add_ranking("Q?", ANSWERS[:3], [1, 2, 3], model="m")
+    store.add_ranking("Q!", ANSWERS[:3], [2, 1, 3], model="m")
+    store.add_comparison("Q", "x", "y", "tie", model="m")
+    store.add_comparison("Q", "x", "y", "both_bad", model="m")
+    with pytest.raises(AlreadyStored):
+        store.add_comparison("Q", "x", "y", "tie", model="m")
+    assert store.counts()["rankings"] == 5
+
+
+def test_one_ranking_from_many_threads_and_stores_at_once_is_stored_once(gpt_demo_home):
+    from gpt_demo.feedback import AlreadyStored
+
+    stores = [FeedbackStore.open() for _ in range(8)]  # separate connections, as separate sessions have
+    barrier, results = threading.Barrier(len(stores)), []
+
+    def submit(s):
+        barrier.wait()
+        try:
+            results.append(("stored", s.add_ranking("Same?", ["a", "b"], [1, 2], model="m")))
+        except AlreadyStored as exc:
+            results.append(("already", exc.ranking_id))
+
+    threads = [threading.Thread(target=submit, args=(s,)) for s in stores]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(kind for kind, _ in results) == ["already"] * 7 + ["stored"]
+    assert len({rid for _, rid in results}) == 1
+    assert stores[0].counts() == {"rankings": 1, "pairs": 1}
+
+
+def test_another_process_finds_the_ranking_already_stored(store, gpt_demo_home):
+    rid = store.add_ranking("Cross-process?", ["a", "b", "c"], [3, 1, 2], model="m")
+    code = ("from gpt_demo.feedback import AlreadyStored, FeedbackStore\n"
+            "try:\n"
+            "    FeedbackStore.open().add_ranking('Cross-process?', ['b', 'c', 'a'], [1, 2, 3], model='m')\n"
+            "except AlreadyStored as exc:\n"
+            "    print('already', exc.ranking_id)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["already", str(rid)]
+    assert store.counts()["rankings"] == 1
+
+
+def test_an_old_file_gets_hashes_and_its_rankings_are_not_stored_twice(gpt_demo_home):
+    from gpt_demo.feedback import AlreadyStored
+
+    path = default_path(gpt_demo_home)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for name, sql in MIGRATIONS[:2]:  # a file from before the content hash
+        db.executescript(sql)
+        db.execute("INSERT INTO _migrations VALUES (?, 'then')", (name,))
+    for rid in (1, 2):  # the old session check let the same ranking in twice
+        db.execute("INSERT INTO rankings(created_at, session_id, prompt, model) VALUES ('t', ?, 'old', 'm')", (f"s{rid}",))
+        db.executemany("INSERT INTO candidates VALUES (?, ?, ?, ?)", [(rid, 0, "x", 2), (rid, 1, "y", 1)])
+    db.close()
+    store = FeedbackStore(path)
+    with sqlite3.connect(path) as conn:
+        assert [r[0] is not None for r in conn.execute("SELECT content_hash FROM rankings ORDER BY id")] == [True, False]
+    with pytest.raises(AlreadyStored, match="already stored as #1"):
+        store.add_ranking("old", ["y", "x"], [1, 2], model="m")
+    assert store.counts() == {"rankings": 2, "pairs": 2}  # old rows are kept as they were
+
+
+def test_the_web_rank_tab_refuses_a_second_copy_from_another_session(store, engine):
+    pytest.importorskip("gradio")
+    from gpt_demo.web.rank import submit_ranking
+    from gpt_demo.web.session import WebSession
+    from gpt_demo.feedback import MAX_K
+
+    answers = ["one", "two", "three"] + [""] * (MAX_K - 3)
+    ranks = ["2", "1", "3"] + [None] * (MAX_K - 3)
+    _, status, _ = submit_ranking(store, engine, WebSession(), "Typed?", 3, *answers, *ranks)
+    assert status.startswith("Stored ranking #1")
+    _, status, _ = submit_ranking(store, engine, WebSession(), "Typed?", 3, *answers, *ranks)  # a new browser tab
+    assert "already stored as #1" in status
+    assert store.counts()["rankings"] == 1
+
+
+def test_the_k_range_is_one_constant_shared_by_store_magic_and_web():
+    from gpt_demo.feedback import MAX_K, MIN_K
+    from gpt_demo.feedback.pairs import check_candidates
+
+    check_candidates("p", ["a"] * MAX_K)
+    with pytest.raises(ValueError, match=f"give {MIN_K} to {MAX_K} answers"):
+        check_candidates("p", ["a"] * (MAX_K + 1))
+    pytest.importorskip("IPython")
+    from gpt_demo.notebook.magics import rank_parser
+
+    assert f"({MIN_K}-{MAX_K}, default 3)" in rank_parser().format_help()

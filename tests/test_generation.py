@@ -152,9 +152,18 @@ def test_bad_overrides_raise_before_generating(engine, override, field):
 
 
 def test_raw_prompts_longer_than_the_window_keep_their_end(engine):
+    import copy
+
+    from gpt_demo.limits import Limits
+
+    roomy = copy.copy(engine)  # 45,000 characters is over the default character limit (32,000)
+    roomy.limits = Limits(max_input_chars=100_000)
     params = GenerationParams(max_tokens=4, temperature=0)
-    rendered = engine.render_raw("word " * 9000, params)
+    rendered = roomy.render_raw("word " * 9000, params)
     assert rendered.clipped_tokens > 0 and len(rendered.ids) <= engine.context_window - 4
+    assert rendered.ids[-3:] == roomy.tokenizer("word " * 9000)["input_ids"][-3:]  # the end is kept
+    with pytest.raises(ValueError, match=r"^prompt has 45,000 characters; the limit is 32,000"):
+        engine.render_raw("word " * 9000, params)
 
 
 def test_a_stream_can_be_resumed_on_other_threads(engine):

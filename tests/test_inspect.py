@@ -90,55 +90,67 @@ def test_strongest_heads_needs_both_words_in_order(engine):
         engine.strongest_heads(ANIMAL, "animal", "it")
 
 
-def test_attention_maps_never_change_a_concurrent_answer(engine):
-    """The eager switch must not overlap another user's forward pass (it would drop the causal mask)."""
+def test_attention_waits_for_a_chat_inside_its_forward_pass_and_changes_no_answer(engine):
+    """The eager switch must not overlap another user's forward pass (it would drop the causal mask).
+
+    A chat is held inside a real forward pass (a hook on a middle attention layer waits on an Event,
+    so the chat holds the guard's shared side); an attention request arrives and must wait; a second
+    chat, arriving after it, queues behind it. Then all three finish with the answers they give alone.
+    """
     import threading
+
+    from gpt_demo.models.guard import forward_guard
 
     prompt = dict(messages="Name three colours of the rainbow.", temperature=0, max_tokens=24)
     expected = engine.chat(**prompt).text
-    stop = threading.Event()
+    alone = engine.attention(ANIMAL, layer=3)
+    model = engine.loaded.model
+    sdpa = model.config._attn_implementation
+    guard = forward_guard(model)
+    layers = [m for name, m in model.named_modules() if name.endswith("self_attn")]
+    held, release = threading.Event(), threading.Event()
+    names: dict[int, str] = {}  # thread id -> "chat1" | "attention" | "chat2"
+    passes: list[str] = []  # whose forward pass started, in order
+    impl_in_chat: set[str] = set()  # the attention implementation seen in the middle of chat passes
+    results: dict[str, object] = {}
 
-    def looker():
-        while not stop.is_set():
-            engine.attention(ANIMAL, layer=3)
+    def on_pass(module, args):
+        who = names.get(threading.get_ident())
+        if who:
+            passes.append(who)
 
-    thread = threading.Thread(target=looker)
-    thread.start()
+    def in_the_middle(module, args):
+        who = names.get(threading.get_ident())
+        if who and who.startswith("chat"):
+            impl_in_chat.add(model.config._attn_implementation)
+        if who == "chat1" and not held.is_set():
+            held.set()
+            assert release.wait(60)  # hold the first pass (and the guard's shared side) here
+
+    def run(name, func):
+        names[threading.get_ident()] = name
+        results[name] = func()
+
+    hooks = [model.register_forward_pre_hook(on_pass), layers[len(layers) // 2].register_forward_pre_hook(in_the_middle)]
+    chat1 = threading.Thread(target=run, args=("chat1", lambda: engine.chat(**prompt).text))
+    look = threading.Thread(target=run, args=("attention", lambda: engine.attention(ANIMAL, layer=3)))
+    chat2 = threading.Thread(target=run, args=("chat2", lambda: "".join(engine.stream_chat(**prompt))))
     try:
-        answers = [engine.chat(**prompt).text for _ in range(4)]
-        streamed = "".join(engine.stream_chat(**prompt))
+        chat1.start()
+        assert held.wait(60)
+        look.start()
+        assert guard.wait_until(lambda s: s.writers_waiting == 1, timeout=60), guard.state()  # attention waits
+        chat2.start()
+        assert guard.wait_until(lambda s: s.readers_waiting == 1, timeout=60), guard.state()  # chat2 waits behind it
+        assert "attention" not in results and model.config._attn_implementation == sdpa
+        assert passes == ["chat1"]
     finally:
-        stop.set()
-        thread.join()
-    assert answers == [expected] * 4 and streamed == expected
-
-
-def test_the_forward_guard_keeps_the_switch_exclusive():
-    import threading
-    import time
-
-    from gpt_demo.models.guard import ForwardGuard
-
-    guard, log = ForwardGuard(), []
-
-    def reader(name):
-        with guard.shared():
-            log.append(f"{name} in")
-            time.sleep(0.2)
-            log.append(f"{name} out")
-
-    def writer():
-        with guard.exclusive():
-            log.append("switch")
-
-    r1 = threading.Thread(target=reader, args=("r1",))
-    r1.start()
-    time.sleep(0.05)
-    w = threading.Thread(target=writer)
-    w.start()
-    time.sleep(0.05)
-    r2 = threading.Thread(target=reader, args=("r2",))  # arrives while the writer waits: goes after it
-    r2.start()
-    for t in (r1, w, r2):
-        t.join()
-    assert log == ["r1 in", "r1 out", "switch", "r2 in", "r2 out"]
+        release.set()
+        for t in (chat1, look, chat2):
+            t.join(120)
+        for h in hooks:
+            h.remove()
+    assert results["chat1"] == expected and results["chat2"] == expected
+    assert np.allclose(results["attention"].weights, alone.weights)
+    assert passes.index("attention") == 1 and passes.index("chat2") > 1  # the switch ran between the chats
+    assert impl_in_chat == {sdpa}  # no chat pass ever ran with the eager switch on

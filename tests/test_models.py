@@ -168,3 +168,103 @@ def test_4bit_on_cuda_generates(settings):
     loaded = load_model(cfg)
     assert loaded.device == "cuda" and loaded.model.device.type == "cuda"
     assert "Paris" in ask_capital(loaded)
+
+
+# -- the forward guard: ordinary passes share it, the eager-attention switch takes it alone ----------
+def test_the_forward_guard_keeps_the_switch_exclusive_and_prefers_the_writer():
+    """r1 holds the shared side; the writer waits; r2, arriving after the writer, waits behind it.
+
+    Ordering is set by events and the guard's own state (``wait_until``), never by sleeping.
+    """
+    import threading
+
+    from gpt_demo.models.guard import ForwardGuard
+
+    guard, log = ForwardGuard(), []
+    r1_in, release = threading.Event(), threading.Event()
+
+    def reader(name, hold: bool):
+        with guard.shared():
+            log.append(f"{name} in")
+            if hold:
+                r1_in.set()
+                assert release.wait(30)
+            log.append(f"{name} out")
+
+    def writer():
+        with guard.exclusive():
+            log.append("switch")
+
+    r1 = threading.Thread(target=reader, args=("r1", True))
+    w = threading.Thread(target=writer)
+    r2 = threading.Thread(target=reader, args=("r2", False))
+    try:
+        r1.start()
+        assert r1_in.wait(30)
+        w.start()
+        assert guard.wait_until(lambda s: s.writers_waiting == 1, timeout=30)  # the writer waits for r1
+        r2.start()
+        # Writer preference: r2 must queue behind the waiting writer, not join r1 on the shared side.
+        assert guard.wait_until(lambda s: s.readers_waiting == 1, timeout=30), guard.state()
+        assert log == ["r1 in"] and guard.state() == (1, False, 1, 1)
+    finally:
+        release.set()
+        for t in (r1, w, r2):
+            t.join(30)
+    assert log == ["r1 in", "r1 out", "switch", "r2 in", "r2 out"]
+    assert guard.state() == (0, False, 0, 0)
+
+
+# -- one loader: devices, dtypes, and no import of training/ ----------------------------------------
+def test_dtype_rules_are_one_table(monkeypatch):
+    from gpt_demo.models import model_dtype
+
+    assert model_dtype("cpu") is torch.float32 and model_dtype("cpu", trainable=True) is torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert model_dtype("cuda") is torch.bfloat16  # inference on CUDA
+    assert model_dtype("cuda", trainable=True) is torch.float32  # training: fp32 master weights, bf16 autocast
+    assert model_dtype("cuda", "4bit") is torch.float32  # around bitsandbytes layers
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert model_dtype("cuda") is torch.float16
+
+
+def test_bad_head_is_named():
+    with pytest.raises(ValueError, match=r"head='value'.*causal, reward"):
+        LoadConfig(head="value")
+
+
+LOADS_WITHOUT_TRAINING = r"""
+import json, sys
+from pathlib import Path
+from gpt_demo.models.loading import LoadConfig, load_model
+from gpt_demo.models.adapters import list_adapters, write_card
+
+home = Path(sys.argv[1])
+base = dict(models_dir=home / "models", adapters_dir=home / "adapters", device="cpu", offline=True, progress=False)
+loaded = load_model(LoadConfig(**base))
+from peft import LoraConfig, get_peft_model  # a real (tiny) LoRA adapter with a card, as `gpt-demo sft` writes
+peft_model = get_peft_model(loaded.model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+adapter_dir = home / "adapters" / "tiny"
+peft_model.save_pretrained(str(adapter_dir), safe_serialization=True)
+write_card(adapter_dir, {"name": "tiny", "kind": "sft", "base_model": loaded.name})
+chat = load_model(LoadConfig(**base, adapter="tiny"))        # adapter path: find, read card, apply, merge
+reward = load_model(LoadConfig(**base, head="reward"))        # reward head path
+trainable = load_model(LoadConfig(**base, trainable=True))    # training base path
+print("NAMES", [a.name for a in list_adapters(home / "adapters")], chat.adapter, type(reward.model).__name__)
+print("TRAINING", sorted(m for m in sys.modules if m.startswith("gpt_demo.training")))
+"""
+
+
+def test_models_never_imports_training(tmp_path, session_home, engine):
+    """The loader (adapters and reward heads included) imports nothing from gpt_demo.training: no cycle."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "iso"
+    home.mkdir()
+    (home / "models").symlink_to(session_home / "models", target_is_directory=True)  # the converted cache
+    proc = subprocess.run([sys.executable, "-c", LOADS_WITHOUT_TRAINING, str(home)], capture_output=True, text=True,
+                          timeout=600, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "NAMES ['tiny'] tiny LlamaForSequenceClassification" in proc.stdout, proc.stdout
+    assert "TRAINING []" in proc.stdout, proc.stdout

@@ -332,3 +332,17 @@ def test_cli_chat_blocks_a_flagged_message_before_the_model_sees_it(monkeypatch,
     assert "Blocked: your message was flagged by moderation (violence)" in out.err
     assert seen == [["What is the capital of France?"]]  # the blocked turn never reached the model
     assert out.out.strip()  # the allowed question was answered (whole, not streamed)
+
+
+def test_text_with_few_spaces_cannot_push_harm_past_minilms_window():
+    """Windows were cut by words: "a,a,a,..." is one word but 3000 word pieces, so MiniLM's
+    256-piece truncation hid what followed. Windows now also fit MiniLM's reading window."""
+    from gpt_demo.embeddings import minilm_token_counts, minilm_windows
+
+    text = "a," * 1500 + " I want to kill him"
+    assert len(text.split()) < 150  # one word window under the old rule
+    pieces = minilm_windows(text)
+    assert len(pieces) > 1 and max(minilm_token_counts(pieces)) <= 256
+    assert pieces[-1].endswith("I want to kill him")
+    assert moderate(text).categories["violence"] is True
+    assert moderate("a," * 1500).flagged is False

@@ -186,6 +186,30 @@ def test_a_bad_option_is_one_line_not_a_traceback(gpt, line, message):
     assert state_of(gpt).conversation.turns == []  # nothing was sent
 
 
+def test_cells_load_through_the_core_cache_bounded_by_max_engines(gpt, engine, monkeypatch):
+    """A cell's --model loads once through gpt_demo.api's EngineCache; GPT_DEMO_MAX_ENGINES bounds what stays."""
+    import gpt_demo.api
+
+    calls = []
+
+    def fake_load_engine(model=None, quantize=None, device=None, **kwargs):
+        calls.append(model)
+        return engine
+
+    monkeypatch.setattr(gpt_demo.api, "load_engine", fake_load_engine)
+    monkeypatch.setenv("GPT_DEMO_MAX_ENGINES", "1")
+    assert isinstance(state_of(gpt).engines, gpt_demo.api.EngineCache)
+    outs = [run(gpt, f"%%gpt --model {name} --max-tokens 1\nHi")[1] for name in ("m1", "m1", "m2", "m1")]
+    assert calls == ["m1", "m2", "m1"]  # m1 cached, then dropped for m2 (at most one besides the adopted engine)
+    first = [o.data["text/plain"] for o in outs[0].outputs]
+    assert first[0] == "Loading m1..." and any(t.startswith("Loaded smollm2-135m-instruct on cpu in") for t in first)
+    assert not any("Loading" in o.data["text/plain"] for o in outs[1].outputs)
+    row = gpt.run_line_magic("gpt", "config").rows["memory"]
+    assert row.endswith("in 2 model(s); at most 1 loaded by cells are kept, least recently used dropped first "
+                        "(GPT_DEMO_MAX_ENGINES)"), row
+    assert float(row.split(" MB")[0]) == round(engine.loaded.memory_footprint / 2**20, 1)
+
+
 def test_config_sets_defaults_and_rejects_bad_values(gpt, engine):
     view = gpt.run_line_magic("gpt", "config --max-tokens 3 --temperature 0 --stop \\n")
     assert view.rows["max_tokens"] == "3" and view.rows["temperature"] == "0.0"
@@ -374,3 +398,106 @@ def test_quickstart_notebook_runs_top_to_bottom_in_a_real_kernel(engine, tmp_pat
     assert "Paris" in json.dumps(outs["answer"].outputs[0]["data"]["text/plain"])
     assert "('I want to kill him', True)" in outs['[(v["text"], v["flagged"]) for v in verdicts]'].outputs[0]["data"]["text/plain"]
     assert len(tagged("chat")) == 3 and len(tagged("widget")) == 4
+
+
+# -- safe rendering ---------------------------------------------------------------------
+class _Executable:
+    """What a browser would run or load in an HTML string: script-ish tags, on* handlers, script URLs."""
+
+    TAGS = {"script", "img", "iframe", "svg", "math", "style", "object", "embed", "link", "form", "details", "base"}
+
+    def __init__(self, text: str):
+        from html.parser import HTMLParser
+
+        found = self.found = []
+
+        class Parser(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                if tag in _Executable.TAGS:
+                    found.append(f"<{tag}>")
+                for name, value in attrs:
+                    if name.startswith("on"):
+                        found.append(f"{tag} {name}")
+                    if value and name in ("href", "src", "action", "formaction", "data", "xlink:href") and \
+                            value.strip().lower().startswith(("javascript:", "vbscript:", "data:", "file:")):
+                        found.append(f"{tag} {name}={value}")
+
+        Parser().feed(text)
+
+
+def _rendered(markdown: str) -> str:
+    """The HTML a Markdown renderer that passes raw HTML and every link through (as JupyterLab's marked) makes."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": True}).enable("table")
+    md.validateLink = lambda url: True
+    return md.render(markdown)
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "code", "text", "json"])
+def test_no_executable_html_reaches_the_output_bundle(shell, fmt):
+    from test_render import CORPUS
+
+    for payload, _ in CORPUS:
+        for done in (True, False):  # the streaming view too
+            bundle, _ = shell.display_formatter.format(Answer(payload, fmt, done=done))
+            for mime in ("text/html", "text/markdown"):
+                if mime in bundle:
+                    html = bundle[mime] if mime == "text/html" else _rendered(bundle[mime])
+                    assert _Executable(html).found == [], (fmt, payload, mime, bundle[mime])
+            if fmt == "markdown":  # the text itself still shows, escaped, not dropped
+                assert bundle["text/plain"].startswith(payload)
+
+
+def test_markdown_answers_escape_html_and_code_cannot_break_out_of_its_fence(shell):
+    bundle, _ = shell.display_formatter.format(Answer("<img src=x onerror=alert(1)> costs $5", "markdown"))
+    assert bundle["text/markdown"] == "&lt;img src=x onerror=alert(1)> costs \\$5"
+    # The answer's own ``` would close a 3-backtick fence and the rest would render as HTML.
+    breakout = "```\nx = 1\n```\n<img src=x onerror=alert(1)>\n````` more"
+    bundle, _ = shell.display_formatter.format(Answer(breakout, "code", done=False))
+    assert bundle["text/markdown"].startswith("``````\n") and bundle["text/markdown"].endswith("\n``````")
+    assert _Executable(_rendered(bundle["text/markdown"])).found == []
+
+
+def test_widgets_show_payloads_as_text():
+    from test_render import CORPUS
+
+    from gpt_demo.notebook.views import History, transcript_html
+    from gpt_demo.notebook.widgets import RankingPanel
+
+    for payload, _ in CORPUS:
+        messages = [{"role": "user", "content": payload}, {"role": "assistant", "content": payload}]
+        assert _Executable(transcript_html(messages, pending=payload)).found == []
+        assert _Executable(History(messages)._repr_mimebundle_()["text/html"]).found == []
+        panel = RankingPanel(payload, [payload, payload], model="m", adapter=None, params={}, session_id="s",
+                             open_store=lambda: None)
+        for child in panel.children:
+            for part in getattr(child, "children", [child]):
+                if hasattr(part, "value") and isinstance(part.value, str):
+                    assert _Executable(part.value).found == [], payload
+
+
+# -- %gpt_rank and the store ----------------------------------------------------------------
+def test_rank_k_beyond_the_store_range_is_refused_before_generating(shell, monkeypatch):
+    from gpt_demo.feedback import MAX_K
+
+    state = state_of(shell)
+    monkeypatch.setattr(state, "engine", lambda *a, **k: pytest.fail("generated before checking k"))
+    for k in (MAX_K + 1, 8):
+        result, out = run(shell, f"%gpt_rank -k {k} hi")
+        assert f"%gpt_rank: k={k} is out of range; allowed: 2 <= k <= {MAX_K}" in out.stderr
+
+
+def test_a_second_panel_with_the_same_ranking_says_already_stored():
+    from gpt_demo.feedback import FeedbackStore
+    from gpt_demo.notebook.widgets import RankingPanel
+
+    def panel():
+        return RankingPanel("Slogan?", ["Fresh daily.", "Bread!"], model="m", adapter=None, params={},
+                            session_id="nb", open_store=FeedbackStore.open)
+
+    first = panel().submit([1, 2])
+    again = panel()
+    assert again.submit([1, 2]) is None
+    assert again.status.value == f"Not saved again: this ranking is already stored as #{first}."
+    assert FeedbackStore.open().counts() == {"rankings": 1, "pairs": 1}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -62,26 +61,42 @@ def pick(page, dropdown: str, option: str) -> None:
     assert page.locator(f"{dropdown} input").input_value() == option
 
 
-def test_chat_streams_a_reply_in_the_browser(page):
+# Every change of the last reply as the page renders it, seen by a MutationObserver, so what the
+# test sees does not depend on how often it looks.
+RECORD_REPLIES = """() => {
+  window.__replies = [];
+  const root = document.querySelector('#chatbot');
+  const take = () => {
+    const rows = root.querySelectorAll('.bot-row');
+    const text = rows.length ? rows[rows.length - 1].innerText.replace(/\\s+/g, ' ').trim() : '';
+    const seen = window.__replies;
+    if (text && text !== seen[seen.length - 1]) seen.push(text);
+  };
+  new MutationObserver(take).observe(root, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_chat_streams_a_reply_in_the_browser(page, engine):
     # Greedy, so the answer is the model's most likely one (the chat opens at temperature 0.3).
+    question = "What is the capital of France?"
+    expected = " ".join(engine.chat(question, temperature=0, top_p=0.9, max_tokens=256).text.split())
     page.get_by_text("Parameters").first.click()
     page.fill("#chat-temperature input[type=number]", "0")
     page.press("#chat-temperature input[type=number]", "Tab")
-    page.fill("#chat-input textarea", "What is the capital of France?")
+    page.evaluate(RECORD_REPLIES)
+    page.fill("#chat-input textarea", question)
     page.click("#chat-send")
-    chatbot = page.locator("#chatbot")
-    chatbot.get_by_text("What is the capital of France?").wait_for(timeout=30_000)
-    # Sample the reply while it is written: it grows in several visible steps.
-    seen, deadline = [], time.time() + 120
-    while time.time() < deadline:
-        text = chatbot.inner_text()
-        if not seen or text != seen[-1]:
-            seen.append(text)
-        if "Paris" in text and page.locator("#chat-send").is_enabled() and len(seen) > 2:
-            break
-        time.sleep(0.1)
-    assert "Paris" in seen[-1]
-    assert len(seen) >= 3, seen  # more than "question shown" and "answer done": it streamed
+    # Done when the page shows the whole answer (the one the engine gives alone), however it got there.
+    try:
+        page.wait_for_function("(want) => window.__replies.includes(want)", arg=expected, timeout=120_000)
+    except Exception as exc:  # say what the page showed instead
+        pytest.fail(f"the page never showed {expected!r}; it showed {page.evaluate('window.__replies')!r} ({exc})")
+    replies = page.evaluate("window.__replies")
+    assert "Paris" in expected and replies[-1] == expected, replies
+    partial = replies[:-1]
+    # It streamed: the page showed growing prefixes of the answer before the whole of it.
+    assert len(partial) >= 2 and all(expected.startswith(r) for r in partial), replies
+    assert [len(r) for r in partial] == sorted({len(r) for r in partial}), replies
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.get_by_text("Parameters").first.click()  # fold the panel again for the picture
     page.screenshot(path=str(SCREENSHOTS / "chat.png"))

@@ -80,12 +80,14 @@ def test_raw_html_shows_as_text():
     shown = escape_markdown_html('<img src=x onerror="alert(1)"> **bold** <script>alert(2)</script>')
     assert "<img" not in shown and "<script" not in shown
     assert "&lt;img src=x onerror=" in shown and "**bold**" in shown
-    assert escape_markdown_html("```html\n<b>code</b>\n```") == "```html\n<b>code</b>\n```"  # code stays literal
+    # Code stays literal; the fence grows past 3 backticks so every Markdown parser agrees where it ends.
+    assert escape_markdown_html("```html\n<b>code</b>\n```") == "````html\n<b>code</b>\n````"
     # Things that look like code but are not, to a Markdown renderer: they must be escaped too.
     for tricky in ("Hello ``` <img src=https://evil/x.png> <b>hi</b>", "x ~~~<b>bold</b>~~~", "\\`<b>bold</b>`",
                    "`open <b> never closed"):
         assert "<b>" not in escape_markdown_html(tricky) and "<img" not in escape_markdown_html(tricky), tricky
-    assert escape_markdown_html("use `<b>` for bold") == "use `<b>` for bold"  # a real code span stays
+    # A real code span keeps its look; an invisible word joiner after "<" keeps it from being a tag anywhere.
+    assert escape_markdown_html("use `<b>` for bold") == "use `<\u2060b>` for bold"
     session = WebSession()
     session, shown, _, _ = chat.add_user(session, "<script>alert(1)</script>", "off", *values())
     assert shown[0]["content"] == "&lt;script>alert(1)&lt;/script>"
@@ -249,3 +251,24 @@ def test_rank_records_edits_and_refuses_a_double_submit_and_a_double_vote(engine
     session, again, _ = rank.vote(store, engine, session, "a")
     assert msg.startswith("Stored vote #3") and again.startswith("Not stored")
     assert list(store.rankings())[-1].params["n"] == 2 and store.counts()["rankings"] == 3
+
+
+def test_an_empty_answer_is_a_placeholder_never_stored_as_if_the_model_wrote_it(engine, tmp_path):
+    store = FeedbackStore(tmp_path / "empty.sqlite")
+    prompt = "Write a haiku about the sea."
+    # Greedy decoding is repeatable: stop on the answer's own first character and the answer is empty.
+    first = engine.chat(prompt, temperature=0.0, max_tokens=4).text.strip()[0]
+    panel = values(temperature=0.0, max_tokens=8, stop=first)
+    session, *rest = rank.generate_candidates(engine, WebSession(), prompt, 2, *panel)
+    boxes, status = rest[:6], rest[-1]
+    assert [b["value"] for b in boxes[:2]] == ["", ""] and session.rank_answers == ("", "")
+    assert "Answer 1, 2 came back empty" in status
+    session, status, _ = rank.submit_ranking(store, engine, session, prompt, 2, "", "", "", "", "", "",
+                                             "1", "2", None, None, None, None)
+    assert status == "Not stored: candidates[0]='' is not allowed; every answer needs some text"
+    session, a, b, status = rank.arena_generate(engine, session, prompt, *panel)
+    assert (a, b) == ("", "") and status.startswith("A and B came back empty")
+    session, status, _ = rank.vote(store, engine, session, "a")
+    assert status.startswith("Not stored: generate two answers first")
+    assert store.counts()["rankings"] == 0
+    assert rank.EMPTY_ANSWER not in [b["value"] for b in boxes]  # only the boxes' placeholder says so

@@ -3,7 +3,7 @@
     >>> import sqlite3
     >>> db = sqlite3.connect(":memory:", isolation_level=None)
     >>> migrate(db)
-    2
+    3
     >>> migrate(db)          # already there: nothing runs twice
     0
 
@@ -45,6 +45,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         """
         -- The pairwise (arena) mode's verdict: a | b | tie | both_bad; NULL for full rankings.
         ALTER TABLE rankings ADD COLUMN verdict TEXT;
+        """,
+    ),
+    (
+        "003_content_hash",
+        """
+        -- sha256 of the prompt, the (rank, answer) pairs and the verdict (see store.content_hash):
+        -- the same ranking submitted again, from any session or process, is stored once.
+        -- Rows written before this migration get theirs when a store opens the file (NULLs never collide).
+        ALTER TABLE rankings ADD COLUMN content_hash TEXT;
+        CREATE UNIQUE INDEX rankings_content_hash ON rankings(content_hash);
         """,
     ),
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
+# How many answers one ranking holds: the store, the web Rank tab's slider and %gpt_rank -k all use these.
 MIN_K, MAX_K = 2, 6
 VERDICTS = ("a", "b", "tie", "both_bad")
 

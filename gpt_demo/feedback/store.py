@@ -8,7 +8,13 @@
     {'rankings': 1, 'pairs': 1}
     >>> store.pairs()
     [{'prompt': 'Say hi', 'chosen': 'Hi!', 'rejected': 'Go away.'}]
+    >>> store.add_ranking("Say hi", ["Go away.", "Hi!"], [2, 1], model="smollm2-135m-instruct")
+    Traceback (most recent call last):
+    ...
+    gpt_demo.feedback.store.AlreadyStored: ranking already stored as #1 (same prompt, answers and ranks); nothing was added
 
+The same ranking (prompt, answers with their ranks in any order, verdict) is stored once:
+a unique index on its content hash makes that hold across sessions and processes.
 Every write is one ``BEGIN IMMEDIATE`` transaction (a ranking and its answers land
 together or not at all), checked before anything touches the file. WAL mode lets the
 web app, a notebook and an export read while another writes.
@@ -16,6 +22,7 @@ web app, a notebook and an export read while another writes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -30,6 +37,20 @@ from .migrations import migrate
 from .pairs import check_candidates, check_ranks, expand_ranking, verdict_ranks
 
 EXPORT_FORMATS = ("jsonl", "parquet")
+
+
+class AlreadyStored(ValueError):
+    """The same ranking is in the store already; ``ranking_id`` is the stored one. Nothing was added."""
+
+    def __init__(self, ranking_id: int):
+        self.ranking_id = int(ranking_id)
+        super().__init__(f"ranking already stored as #{self.ranking_id} (same prompt, answers and ranks); nothing was added")
+
+
+def content_hash(prompt: str, candidates: Sequence[str], ranks: Sequence[int], verdict: str | None = None) -> str:
+    """sha256 of what a ranking says: the prompt, its (rank, answer) pairs in any shown order, the verdict."""
+    content = {"prompt": prompt, "ranked": sorted([int(r), t] for t, r in zip(candidates, ranks)), "verdict": verdict}
+    return hashlib.sha256(json.dumps(content, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def default_path(home: Path | str) -> Path:
@@ -67,7 +88,9 @@ class FeedbackStore:
         self._local = threading.local()
         self._memory: sqlite3.Connection | None = None  # ":memory:" is one connection shared by all
         self._lock = threading.Lock()
-        migrate(self._connect())
+        db = self._connect()
+        migrate(db)
+        _fill_hashes(db)
 
     @classmethod
     def open(cls, settings=None) -> "FeedbackStore":
@@ -104,7 +127,10 @@ class FeedbackStore:
         source: str = "rank",
         verdict: str | None = None,
     ) -> int:
-        """Store a ranking (1 = best, a permutation of 1..k) and return its id; bad input stores nothing."""
+        """Store a ranking (1 = best, a permutation of 1..k) and return its id; bad input stores nothing.
+
+        Raises ``AlreadyStored`` (a ValueError naming the stored id) when the same ranking is there.
+        """
         check_candidates(prompt, candidates)
         ranks = verdict_ranks(verdict) if verdict is not None else check_ranks(ranks, len(candidates))
         if verdict is not None and len(candidates) != 2:
@@ -112,15 +138,19 @@ class FeedbackStore:
         if not isinstance(model, str) or not model:
             raise ValueError(f"model={model!r} is not allowed; name the model that wrote the answers")
         params_json = json.dumps(params or {}, sort_keys=True, default=str)
+        digest = content_hash(prompt, candidates, ranks, verdict)
         with self._lock if self.path == ":memory:" else _nolock():
             db = self._connect()
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")  # the write lock: no other writer can insert this ranking meanwhile
             try:
+                same = db.execute("SELECT id FROM rankings WHERE content_hash = ?", (digest,)).fetchone()
+                if same is not None:
+                    raise AlreadyStored(same[0])
                 cur = db.execute(
-                    "INSERT INTO rankings(created_at, session_id, prompt, model, adapter, params, source, verdict)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO rankings(created_at, session_id, prompt, model, adapter, params, source, verdict,"
+                    " content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (datetime.now(timezone.utc).isoformat(), session_id or "", prompt, model, adapter,
-                     params_json, source, verdict),
+                     params_json, source, verdict, digest),
                 )
                 rid = cur.lastrowid
                 db.executemany(
@@ -202,6 +232,23 @@ class FeedbackStore:
         if db is not None:
             db.close()
             self._local.db = None
+
+
+def _fill_hashes(db: sqlite3.Connection) -> None:
+    """Give rows from before migration 003 their content hash; a duplicate among them keeps NULL."""
+    missing = db.execute("SELECT id, prompt, verdict FROM rankings WHERE content_hash IS NULL").fetchall()
+    if not missing:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for rid, prompt, verdict in missing:
+            rows = db.execute("SELECT text, rank FROM candidates WHERE ranking_id = ? ORDER BY position", (rid,)).fetchall()
+            digest = content_hash(prompt, [t for t, _ in rows], [r for _, r in rows], verdict)
+            db.execute("UPDATE OR IGNORE rankings SET content_hash = ? WHERE id = ?", (digest, rid))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 class _nolock:

@@ -20,6 +20,7 @@ from typing import Generator, Iterator
 import torch
 
 from ..models.guard import forward_guard
+from ..models.tokens import eos_token_ids  # noqa: F401 (one end-token set, PPO uses it too)
 from .params import GenerationParams
 from .results import Choice, Completion, TokenLogprob
 from .sampling import choose_tokens
@@ -32,17 +33,6 @@ class Delta:
 
     index: int
     text: str
-
-
-def eos_token_ids(loaded) -> set[int]:
-    """Every id that ends a turn: the tokenizer's EOS and the generation config's."""
-    ids: set[int] = set()
-    for value in (loaded.tokenizer.eos_token_id, getattr(loaded.model.generation_config, "eos_token_id", None)):
-        if isinstance(value, int):
-            ids.add(value)
-        elif value:
-            ids.update(int(v) for v in value)
-    return ids
 
 
 def _forward_parameters(model) -> frozenset[str]:

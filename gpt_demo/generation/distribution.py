@@ -18,13 +18,40 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature={temperature!r} is out of range; allowed: 0 <= temperature <= 2")
 
 
+def checked_ids(loaded, text: str, limits=None, name: str = "text") -> tuple[list[int], int]:
+    """Token ids of raw ``text`` for a look-inside forward pass, and how many were cut from its start.
+
+    ``limits`` (default: ``GPT_DEMO_MAX_*`` from the environment) bound the characters before
+    anything is tokenized, then the tokens against the context window: ``clip`` keeps the
+    text's end, ``refuse`` raises a ValueError naming ``name``, the count and the window.
+    """
+    from ..limits import current_limits
+
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"{name}={text!r} is not allowed; give a non-empty string")
+    limits = limits if limits is not None else current_limits()
+    limits.check_text(name, text)
+    ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return limits.clip_tokens(name, ids, loaded.context_window)
+
+
 def next_token_logits(loaded, ids: list[int]) -> torch.Tensor:
-    """The model's raw logits for the token after ``ids``: shape (vocab,)."""
+    """The model's raw logits for the token after ``ids``: shape (vocab,).
+
+    Only the last position's logits are computed (``logits_to_keep=1``): all of them would be
+    a (T, vocab) float tensor, about 1.6 GB at 8k tokens, for one row that is used.
+    """
+    from .decoding import _forward_parameters
+
     if not ids:
         raise ValueError("text='' is not allowed; give at least one token of text")
-    with torch.inference_mode(), forward_guard(loaded.model).shared():
-        out = loaded.model(input_ids=torch.tensor([ids], device=loaded.model.device), use_cache=False)
-    return out.logits[0, -1].float()
+    if len(ids) > loaded.context_window:
+        raise ValueError(f"ids has {len(ids)} tokens; the limit is the {loaded.context_window}-token context window")
+    model = loaded.model
+    kwargs = {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
+    with torch.inference_mode(), forward_guard(model).shared():
+        out = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False, **kwargs)
+    return out.logits[0, -1].float()  # (vocab,)
 
 
 def distribution_from_logits(tokenizer, logits: torch.Tensor, top_k: int, temperature: float) -> list[TokenProb]:
@@ -44,22 +71,17 @@ def distribution_from_logits(tokenizer, logits: torch.Tensor, top_k: int, temper
     ]
 
 
-def next_token_distribution(loaded, text: str, top_k: int = 10, temperature: float = 1.0) -> list[TokenProb]:
-    """The ``top_k`` most likely next tokens after ``text`` (raw, no chat template)."""
+def next_token_distribution(loaded, text: str, top_k: int = 10, temperature: float = 1.0, *,
+                            limits=None) -> list[TokenProb]:
+    """The ``top_k`` most likely next tokens after ``text`` (raw, no chat template; see ``checked_ids``)."""
     _check_temperature(temperature)
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"text={text!r} is not allowed; give a non-empty string")
-    ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids, _ = checked_ids(loaded, text, limits)
     return distribution_from_logits(loaded.tokenizer, next_token_logits(loaded, ids), top_k, temperature)
 
 
 def sequence_logprob(loaded, prompt_ids: list[int], completion_ids: list[int]) -> float:
     """Total log-probability of ``completion_ids`` after ``prompt_ids`` under the model (temperature 1)."""
-    if not completion_ids:
-        return 0.0
-    ids = torch.tensor([prompt_ids + completion_ids], device=loaded.model.device)
-    with torch.inference_mode(), forward_guard(loaded.model).shared():
-        logits = loaded.model(input_ids=ids, use_cache=False).logits[0].float()  # (T, vocab)
-    logp = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)  # predicts each completion token
-    target = torch.tensor(completion_ids, device=logp.device)
-    return float(logp.gather(1, target[:, None]).sum())
+    from ..models.tokens import completion_logprob  # written once: DPO's margins use it too
+
+    with forward_guard(loaded.model).shared():
+        return completion_logprob(loaded.model, prompt_ids, completion_ids)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..limits import current_limits
 from ..models.guard import forward_guard
 
 MAX_TOKENS = 64  # a heatmap of more tokens is unreadable, and eager attention is O(T^2) memory
@@ -53,14 +54,20 @@ def _shape(loaded) -> tuple[int, int]:
     return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
 
 
-def _check_text(text: str) -> None:
+def _check_text(text: str, limits=None) -> None:
+    """Non-blank, and within ``limits.max_input_chars`` (default: the environment's), before any tokenizing."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"text={text!r} is not allowed; give a short non-empty sentence")
+    (limits if limits is not None else current_limits()).check_text("text", text)
 
 
-def all_attentions(loaded, text: str) -> tuple[list[str], np.ndarray]:
-    """Tokens of ``text`` (raw, no chat template) and every layer's and head's weights: (layers, heads, T, T)."""
-    _check_text(text)
+def all_attentions(loaded, text: str, *, limits=None) -> tuple[list[str], np.ndarray]:
+    """Tokens of ``text`` (raw, no chat template) and every layer's and head's weights: (layers, heads, T, T).
+
+    At most ``MAX_TOKENS`` tokens (far inside any context window): longer text is refused
+    before the model's guard is taken, since a clipped heatmap would hide what was asked.
+    """
+    _check_text(text, limits)
     tok = loaded.tokenizer
     ids = tok(text, add_special_tokens=False)["input_ids"]
     if len(ids) > MAX_TOKENS:
@@ -78,26 +85,29 @@ def all_attentions(loaded, text: str) -> tuple[list[str], np.ndarray]:
     return [tok.decode([i]) for i in ids], stacked.cpu().numpy().astype(np.float32)
 
 
-def attention_map(loaded, text: str, layer: int = -1, head: int | None = None) -> AttentionMap:
+def attention_map(loaded, text: str, layer: int = -1, head: int | None = None, *, limits=None) -> AttentionMap:
     """Attention of ``text`` at ``layer`` (negative counts from the end) and ``head`` (None: mean over heads)."""
-    _check_text(text)
+    _check_text(text, limits)
     n_layers, n_heads = _shape(loaded)
     if isinstance(layer, bool) or not isinstance(layer, int) or not -n_layers <= layer < n_layers:
         raise ValueError(f"layer={layer!r} is out of range; allowed: 0 <= layer < {n_layers} (or negative from the end)")
     if head is not None and (isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < n_heads):
         raise ValueError(f"head={head!r} is out of range; allowed: 0 <= head < {n_heads}, or None for the mean")
-    tokens, att = all_attentions(loaded, text)
+    tokens, att = all_attentions(loaded, text, limits=limits)
     weights = att[layer].mean(0) if head is None else att[layer, head]
     return AttentionMap(tokens, weights, layer % n_layers, head, n_layers, n_heads)
 
 
-def strongest_heads(loaded, text: str, token: str, target: str, k: int = 5) -> list[tuple[int, int, float]]:
+def strongest_heads(loaded, text: str, token: str, target: str, k: int = 5, *,
+                    limits=None) -> list[tuple[int, int, float]]:
     """The ``k`` (layer, head, weight) where the last ``token`` attends most to ``target``.
 
     >>> strongest_heads(loaded, "The animal didn't cross the street because it was too tired", "it", "animal")[0]  # doctest: +SKIP
     (13, 8, 0.75)
     """
-    tokens, att = all_attentions(loaded, text)
+    for name, word in (("token", token), ("target", target)):
+        (limits if limits is not None else current_limits()).check_text(name, word)
+    tokens, att = all_attentions(loaded, text, limits=limits)
     norm = [t.strip().lower() for t in tokens]
     for name, word in (("token", token), ("target", target)):
         if word.strip().lower() not in norm:

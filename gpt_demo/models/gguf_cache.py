@@ -13,7 +13,6 @@ files no longer match their manifest is deleted and rebuilt.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,18 +21,12 @@ import time
 import uuid
 from pathlib import Path
 
+from ..util import file_sha256
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "gpt-demo-manifest.json"
 FORMAT_VERSION = 1
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_dir_for(gguf_path: Path, models_dir: Path) -> Path:

@@ -21,6 +21,16 @@ from __future__ import annotations
 import threading
 import weakref
 from contextlib import contextmanager
+from typing import Callable, NamedTuple
+
+
+class GuardState(NamedTuple):
+    """A snapshot of a ``ForwardGuard``: who holds it and who waits for it."""
+
+    readers: int  # threads inside shared()
+    writer: bool  # a thread inside exclusive()
+    readers_waiting: int
+    writers_waiting: int
 
 
 class ForwardGuard:
@@ -30,30 +40,53 @@ class ForwardGuard:
         self._cond = threading.Condition()
         self._readers = 0
         self._writer = False
+        self._readers_waiting = 0
         self._writers_waiting = 0
+
+    def _state(self) -> GuardState:
+        return GuardState(self._readers, self._writer, self._readers_waiting, self._writers_waiting)
+
+    def state(self) -> GuardState:
+        with self._cond:
+            return self._state()
+
+    def wait_until(self, predicate: Callable[[GuardState], bool], timeout: float | None = None) -> bool:
+        """Block until ``predicate(state)`` holds (every change of the state wakes it); False on timeout.
+
+        For tests and diagnostics: "an attention request is waiting" is
+        ``guard.wait_until(lambda s: s.writers_waiting == 1)``, with no sleep.
+        """
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self._state()), timeout)
 
     @contextmanager
     def shared(self):
         with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
+            if self._writer or self._writers_waiting:
+                self._readers_waiting += 1
+                self._cond.notify_all()  # the state changed: wake wait_until
+                while self._writer or self._writers_waiting:
+                    self._cond.wait()
+                self._readers_waiting -= 1
             self._readers += 1
+            self._cond.notify_all()
         try:
             yield
         finally:
             with self._cond:
                 self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
+                self._cond.notify_all()
 
     @contextmanager
     def exclusive(self):
         with self._cond:
             self._writers_waiting += 1
+            self._cond.notify_all()
             while self._writer or self._readers:
                 self._cond.wait()
             self._writers_waiting -= 1
             self._writer = True
+            self._cond.notify_all()
         try:
             yield
         finally:

@@ -1,9 +1,16 @@
-"""Load a chat model and its tokenizer, optionally quantized with bitsandbytes.
+"""The one model loader: chat models, adapters on top, reward models and bases for training.
 
     >>> from gpt_demo.models import LoadConfig, load_model
     >>> loaded = load_model(LoadConfig(quantize="4bit"))   # doctest: +SKIP
     >>> loaded.quantization, loaded.device                  # doctest: +SKIP
     ('4bit', 'cpu')
+    >>> rm = load_model(LoadConfig(head="reward", adapter="my-rm", device="cuda"))  # doctest: +SKIP
+
+Every model the project runs comes from ``load_model``, so one set of rules holds everywhere:
+``resolve_device`` (auto -> cuda when present; cuda without CUDA is a ValueError), the weights
+placed on that device, and ``model_dtype``: bf16 for inference on CUDA, float32 on the CPU, float32
+master weights for training (TRL then trains in bf16 autocast on CUDA), float32 around bitsandbytes
+layers. ``head="reward"`` gives a one-output ``AutoModelForSequenceClassification``.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from typing import Any
 
 from ..config import DEFAULT_MODEL, DEVICE_CHOICES, QUANTIZE_CHOICES, check_choice
 from .gguf_cache import ensure_cache
+
+HEAD_CHOICES = ("causal", "reward")
 from .registry import ResolvedModel, resolve_model
 
 log = logging.getLogger(__name__)
@@ -44,10 +53,18 @@ class LoadConfig:
         default_factory=lambda: Path("~/.cache/gpt-demo/adapters").expanduser(),
         metadata={"help": "Where named adapters live ($GPT_DEMO_HOME/adapters)."},
     )
+    head: str = field(
+        default="causal",
+        metadata={"help": "causal (a chat model; adapter: sft | ppo | dpo) | reward (one-number head; adapter: reward)."},
+    )
+    trainable: bool = field(
+        default=False, metadata={"help": "Load as a base for training: float32 master weights on every device."}
+    )
 
     def __post_init__(self) -> None:
         check_choice("quantize", self.quantize, QUANTIZE_CHOICES)
         check_choice("device", self.device, DEVICE_CHOICES)
+        check_choice("head", self.head, HEAD_CHOICES)
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "LoadConfig":
@@ -74,6 +91,7 @@ class LoadedModel:
     device: str
     quantization: str
     adapter: str | None = None
+    head: str = "causal"
 
     @property
     def context_window(self) -> int:
@@ -96,6 +114,20 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not has_cuda:
         raise ValueError("device='cuda' but torch sees no CUDA device; use device='cpu' or 'auto'")
     return device
+
+
+def model_dtype(device: str, quantize: str = "none", trainable: bool = False):
+    """The dtype weights load in: bf16 for inference on CUDA (fp16 where bf16 is unsupported), else float32.
+
+    Training keeps float32 master weights (TRL's bf16 autocast does the fast math on CUDA), and
+    bitsandbytes models keep float32 around their quantized layers (the 4-bit compute dtype is
+    chosen in ``quantization_config``).
+    """
+    import torch
+
+    if device == "cuda" and quantize == "none" and not trainable:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
 
 
 def quantization_config(quantize: str, device: str):
@@ -129,34 +161,37 @@ def _weights_location(source: ResolvedModel, cfg: LoadConfig) -> str:
 
 
 def load_model(cfg: LoadConfig = LoadConfig()) -> LoadedModel:
-    """Resolve, (convert,) and load ``cfg.model``; returns a ``LoadedModel`` in eval mode."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Resolve, (convert,) and load ``cfg.model`` on ``cfg.device``; returns a ``LoadedModel`` in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     source = resolve_model(cfg.model, offline=cfg.offline)
     device = resolve_device(cfg.device)
     bnb = quantization_config(cfg.quantize, device)
     location = _weights_location(source, cfg)
-    kwargs: dict[str, Any] = {"local_files_only": cfg.offline or source.kind != "hub"}
+    kwargs: dict[str, Any] = {"local_files_only": cfg.offline or source.kind != "hub",
+                              "dtype": model_dtype(device, cfg.quantize, cfg.trainable)}
     if bnb is not None:
         # accelerate places the quantized layers; bitsandbytes >= 0.45 runs them on CPU too.
-        kwargs.update(quantization_config=bnb, device_map={"": device}, dtype=torch.float32)
-    elif device == "cuda":
-        kwargs.update(device_map={"": "cuda"}, dtype=torch.bfloat16)
-    else:
-        kwargs.update(dtype=torch.float32)
+        kwargs.update(quantization_config=bnb, device_map={"": device})
+    elif device != "cpu":
+        kwargs.update(device_map={"": device})
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=kwargs["local_files_only"])
-        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        if cfg.head == "reward":
+            model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=1, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
     except OSError as exc:
         raise RuntimeError(f"model={cfg.model!r}: could not load weights from {location}: {exc}") from exc
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if cfg.adapter:  # LoRA from `gpt-demo sft/ppo/dpo`, merged into the weights unless quantized
-        from ..training.adapters import apply_adapter
+    # A classifier reads the last non-pad token: the model must know which id pads (TRL issue #381).
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.adapter:  # LoRA from `gpt-demo sft/ppo/dpo` (merged unless quantized) or a reward adapter
+        from .adapters import apply_adapter
 
-        model, _card = apply_adapter(model, cfg.adapter, cfg.adapters_dir)
+        model, _card = apply_adapter(model, cfg.adapter, cfg.adapters_dir, head=cfg.head)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -165,4 +200,5 @@ def load_model(cfg: LoadConfig = LoadConfig()) -> LoadedModel:
         device=device,
         quantization=cfg.quantize,
         adapter=cfg.adapter or None,
+        head=cfg.head,
     )

@@ -36,7 +36,12 @@ Edge cases, as documented behaviour:
   harmful paragraph inside a long benign document is still found; cost grows linearly with length.
   A window is embedded as a whole, so a single short harmful line among ~140 benign words is diluted
   and may score below its threshold (the same holds for a short text with a lot of benign context);
-- anything that is not a string (``None``, numbers) raises ``ValueError`` naming the position.
+- anything that is not a string (``None``, numbers) raises ``ValueError`` naming the position;
+- more than ``GPT_DEMO_MAX_TEXTS`` texts, or one longer than ``GPT_DEMO_MAX_INPUT_CHARS``
+  characters (``gpt_demo.limits``), is refused before anything is embedded, naming the field,
+  its value and the limit;
+- it is safe to call from many threads at once (the chat gate and the web tabs do): MiniLM's
+  shared tokenizer is used one call at a time, the forward passes run side by side.
 
 Thresholds are configurable: ``moderate(text, thresholds={"violence": 0.3})`` overrides some, and
 ``ModerationConfig(thresholds=..., head_path=..., thresholds_path=...)`` swaps the whole head.
@@ -241,9 +246,9 @@ def embed(texts: list[str], progress: bool = False) -> np.ndarray:
     """(N, 384) normalised float32 MiniLM embeddings (``gpt_demo.embeddings``, the project's one MiniLM)."""
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
-    from ..embeddings import embed as shared_embed
+    from ..embeddings import encode_texts  # the windows of texts already bounded by moderate()
 
-    return np.asarray(shared_embed(list(texts), model="minilm", progress=progress), dtype=np.float32)
+    return np.asarray(encode_texts(list(texts), model="minilm", progress=progress), dtype=np.float32)
 
 
 _SPACE = re.compile(r"\s+")
@@ -257,6 +262,12 @@ def chunks(text: str, words: int = 150, overlap: int = 30) -> list[str]:
     step = words - overlap
     starts = range(0, max(len(tokens) - overlap, 1), step)
     return [" ".join(tokens[s : s + words]) for s in starts]
+
+
+def _fitting(window: str) -> list[str]:
+    from ..embeddings import minilm_windows
+
+    return minilm_windows(window)
 
 
 # -- the classifier -------------------------------------------------------------------
@@ -282,8 +293,9 @@ class Moderator:
         for i, text in enumerate(texts):
             if text.strip():
                 for w in chunks(text, self.config.chunk_words, self.config.chunk_overlap):
-                    windows.append(w)
-                    owner.append(i)
+                    for piece in _fitting(w):  # a window MiniLM would truncate is split further
+                        windows.append(piece)
+                        owner.append(i)
         if windows:
             window_scores = self.head.scores(embed(windows))  # (W, 8)
             np.maximum.at(out, np.asarray(owner), window_scores)
@@ -294,9 +306,18 @@ class Moderator:
         cats = {name: scores[name] >= thresholds[name] and scores[name] > 0.0 for name in CATEGORIES}
         return ModerationResult(flagged=any(cats.values()), categories=cats, category_scores=scores)
 
-    def moderate(self, texts: Texts, thresholds: dict | None = None) -> Union[ModerationResult, list[ModerationResult]]:
+    def moderate(self, texts: Texts, thresholds: dict | None = None, *,
+                 limits=None) -> Union[ModerationResult, list[ModerationResult]]:
+        """``limits`` (default: ``GPT_DEMO_MAX_*``) bound the texts and their characters, checked first."""
+        from ..limits import current_limits
+
         single = isinstance(texts, str)
         items = _check_texts(texts)
+        limits = limits if limits is not None else current_limits()
+        if single:
+            limits.check_text("text", texts)
+        else:
+            limits.check_texts("texts", items)
         th = {**self.thresholds, **check_thresholds(thresholds)}
         rows = self.scores(items)
         results = [self.result(row, th) for row in rows]
@@ -331,13 +352,15 @@ def get_moderator(config: ModerationConfig | None = None) -> Moderator:
 
 
 def moderate(
-    texts: Texts, thresholds: dict | None = None, *, config: ModerationConfig | None = None
+    texts: Texts, thresholds: dict | None = None, *, config: ModerationConfig | None = None, limits=None
 ) -> Union[ModerationResult, list[ModerationResult]]:
     """Moderate one text (-> ``ModerationResult``) or a list (-> list of them).
 
     ``thresholds`` overrides some per-category thresholds for this call (validated, each in [0, 1]).
+    ``limits`` (a ``gpt_demo.limits.Limits``; default ``GPT_DEMO_MAX_*``) bound the number of
+    texts and their characters: more is refused, naming the field, the value and the limit.
     """
-    return get_moderator(config).moderate(texts, thresholds=thresholds)
+    return get_moderator(config).moderate(texts, thresholds=thresholds, limits=limits)
 
 
 def moderation_response(texts: Texts, thresholds: dict | None = None, *, model: str = "gpt-demo-moderation") -> dict:

@@ -47,6 +47,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..util import read_jsonl  # noqa: F401 (the one JSONL reader; tests import it from here)
 from .classifier import CATEGORIES, CODES, HEAD_PATH, THRESHOLDS_PATH, Head
 from .config import (
     EMBEDDING_MODEL,
@@ -128,11 +129,6 @@ def _relabel(rec: dict, focus_table: dict[str, str]) -> dict:
             if code == "V":
                 labels["V2"] = None  # "how do I crush a skull" is a request, not graphic text
     return labels
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def load_rows(cfg: TrainConfig) -> list[Row]:

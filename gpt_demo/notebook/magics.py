@@ -21,6 +21,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.display import display
 
 from ..config import DEVICE_CHOICES, QUANTIZE_CHOICES, Settings
+from ..feedback.pairs import MAX_K, MIN_K
 from ..generation.params import GenerationParams
 from .parsing import MagicParser, add_param_flags, interpolate, one_line, param_values, parse
 from .state import NotebookState
@@ -102,7 +103,7 @@ def moderate_parser() -> MagicParser:
 
 def rank_parser() -> MagicParser:
     p = MagicParser("%gpt_rank", "Generate k answers to PROMPT and rank them; saved with the web app's rankings.")
-    p.add_argument("-k", "--k", type=int, default=3, help="how many answers (2-8, default 3)")
+    p.add_argument("-k", "--k", type=int, default=3, help=f"how many answers ({MIN_K}-{MAX_K}, default 3)")
     add_param_flags(p)
     p.add_argument("--model")
     return p
@@ -226,11 +227,17 @@ class GptMagics(Magics):
             "quantize": cfg.quantize or f"{settings.quantize} (default)",
             "device": cfg.device or f"{settings.device} (default)",
             "loaded": "yes" if self.state.is_loaded() else "no (loads on the first chat)",
+            "memory": self._memory_row(),
         }
         for name in ("temperature", "top_p", "max_tokens", "stop", "frequency_penalty", "presence_penalty", "best_of", "seed"):
             value = getattr(shown, name)
             rows[name] = f"{value!r}" + ("" if name in new_params else " (default)")
         return ConfigView(rows)
+
+    def _memory_row(self) -> str:
+        d = self.state.engines.describe()  # each model loaded by a cell's --model / --adapter is a full copy
+        return (f"{d['memory_mb']} MB in {len(d['engines'])} model(s); at most {d['max_engines']} loaded by "
+                "cells are kept, least recently used dropped first (GPT_DEMO_MAX_ENGINES)")
 
     def handle_reset(self, line: str):
         args, _ = parse(PARSERS["reset"], line)
@@ -336,7 +343,7 @@ class GptMagics(Magics):
 
     def handle_moderate(self, line: str, cell: str | None):
         from .. import api
-        from ..cli import _parse_thresholds
+        from ..flags import parse_thresholds
         from ..moderation import CATEGORIES, check_thresholds, get_moderator
 
         parser = PARSERS["moderate"]
@@ -344,7 +351,7 @@ class GptMagics(Magics):
         if args.help:
             return HelpText(parser.format_help())
         _check_out(args.out)
-        overrides = check_thresholds(_parse_thresholds(args.threshold), "--threshold")
+        overrides = check_thresholds(parse_thresholds(args.threshold), "--threshold")
         texts = [t for t in (cell if cell is not None else rest).splitlines() if t.strip()]
         if not texts:
             raise UsageError("%%gpt_moderate: give the texts, one per line of the cell")
@@ -370,8 +377,8 @@ class GptMagics(Magics):
         prompt = self._text(prompt).strip()
         if not prompt:
             raise UsageError("%gpt_rank: give the prompt, e.g. %gpt_rank Write a slogan for a bakery")
-        if not 2 <= args.k <= 8:
-            raise UsageError(f"%gpt_rank: k={args.k} is out of range; allowed: 2 <= k <= 8")
+        if not MIN_K <= args.k <= MAX_K:  # the store's range, checked before anything is generated
+            raise UsageError(f"%gpt_rank: k={args.k} is out of range; allowed: {MIN_K} <= k <= {MAX_K}")
         values = {**self.state.config.params, **param_values(args), "n": args.k}
         values.pop("best_of", None)  # k answers, not the best of them
         if args.temperature is None:

@@ -17,10 +17,12 @@ import re
 
 from IPython.core.error import UsageError
 
-from ..cli import PARAM_FLAGS as _CLI_FLAGS
+from ..flags import PARAM_FLAGS as _ALL_FLAGS
+from ..flags import add_param_flags as _add_param_flags
+from ..flags import param_values as _param_values
 
 # flag: (GenerationParams field, type, help) -- the CLI's own table, so the names cannot drift apart.
-PARAM_FLAGS = {flag: _CLI_FLAGS[flag] for flag in (
+PARAM_FLAGS = {flag: _ALL_FLAGS[flag] for flag in (
     "--temperature", "--top-p", "--max-tokens", "--frequency-penalty", "--presence-penalty", "--best-of", "--seed")}
 
 # A notebook name, optionally indexed: {x}, {In[3]}, {Out[-1]}; doubled braces never match.
@@ -44,17 +46,14 @@ class MagicParser(argparse.ArgumentParser):
 
 
 def add_param_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("generation parameters (OpenAI names and ranges)")
-    for flag, (dest, kind, text) in PARAM_FLAGS.items():
-        g.add_argument(flag, dest=dest, type=kind, help=text)
-    g.add_argument("--stop", action="append", help="stop sequence (repeat up to 4 times; \\n is a newline)")
+    _add_param_flags(p, PARAM_FLAGS, system=False, stop_help="stop sequence (repeat up to 4 times; \\n is a newline)")
 
 
 def param_values(args: argparse.Namespace) -> dict:
     """The generation parameters given on the line, as GenerationParams field values."""
-    values = {dest: getattr(args, dest) for dest, _, _ in PARAM_FLAGS.values() if getattr(args, dest, None) is not None}
-    if getattr(args, "stop", None):
-        values["stop"] = tuple(s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop)
+    values = _param_values(args, PARAM_FLAGS)
+    if "stop" in values:
+        values["stop"] = tuple(s.replace("\\n", "\n").replace("\\t", "\t") for s in values["stop"])
     return values
 
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from ..chat import Conversation
-from ..config import Settings
+from ..engine_cache import EngineCache, LoadEvent
 from ..generation.params import GenerationParams
 from .views import Status
-
-MAX_ENGINES = 2  # a cell's --model may load a second model; older ones are dropped
 
 
 @dataclass
@@ -40,48 +36,46 @@ class NotebookState:
         self.config = NotebookConfig()
         self.conversation = Conversation()
         self.session_id = f"notebook-{uuid.uuid4().hex[:12]}"
-        self._engines: OrderedDict[tuple, object] = OrderedDict()
+        # The core's engine cache: bounded by GPT_DEMO_MAX_ENGINES (a cell's --model or --adapter loads
+        # another model; the least recently used is dropped), with a status line for each load.
+        self.engines = EngineCache(on_load=LoadingDisplay())
 
-    def _key(self, model: str | None = None, adapter: str | None = None) -> tuple:
-        settings = Settings.from_env()
-        return (
-            model or self.config.model or settings.model,
-            adapter if adapter is not None else self.config.adapter,
-            self.config.quantize,
-            self.config.device,
-        )
+    def _key_args(self, model: str | None = None, adapter: str | None = None) -> tuple:
+        adapter = adapter if adapter is not None else self.config.adapter
+        return model or self.config.model, adapter, self.config.quantize, self.config.device
 
     def use_engine(self, engine, model: str | None = None) -> None:
-        """Adopt an already loaded ``Engine`` for the current config (or for ``model``)."""
-        self._engines[self._key(model)] = engine
-        self._engines.move_to_end(self._key(model))
+        """Adopt an already loaded ``Engine`` for the current config (or for ``model``); it is never dropped."""
+        self.engines.pin(engine, *self._key_args(model))
 
     def is_loaded(self, model: str | None = None, adapter: str | None = None) -> bool:
-        return self._key(model, adapter) in self._engines
+        return self.engines.is_loaded(*self._key_args(model, adapter))
 
     def engine(self, model: str | None = None, adapter: str | None = None):
         """The engine for the config (or a cell's ``model``/``adapter``), loaded on first use."""
-        key = self._key(model, adapter)
-        if key in self._engines:
-            self._engines.move_to_end(key)
-            return self._engines[key]
+        return self.engines.get(*self._key_args(model, adapter))
+
+
+class LoadingDisplay:
+    """The cache's ``on_load`` hook: one status line per load that says what loads, then how it went."""
+
+    def __init__(self):
+        self._handles: dict = {}  # EngineKey -> the DisplayHandle of its status line
+
+    def __call__(self, event: LoadEvent) -> None:
         from IPython.display import display
 
-        from ..api import load_engine
-
-        name, adapter_name, quantize, device = key
-        what = name + (f" + adapter {adapter_name}" if adapter_name else "")
         # A GGUF model's first load converts it (~30 s, with a progress bar); later loads take seconds.
-        handle = display(Status(f"Loading {what}..."), display_id=True)
-        start = time.perf_counter()
-        kwargs = {"adapter": adapter_name} if adapter_name else {}
-        try:
-            engine = load_engine(name, quantize=quantize, device=device, **kwargs)
-        except Exception:
-            handle.update(Status(f"Could not load {what}."))
-            raise
-        handle.update(Status(f"Loaded {engine.model_name} on {engine.loaded.device} in {time.perf_counter() - start:.1f} s."))
-        while len(self._engines) >= MAX_ENGINES:
-            self._engines.popitem(last=False)
-        self._engines[key] = engine
-        return engine
+        if event.stage == "loading":
+            self._handles[event.key] = display(Status(f"Loading {event.what}..."), display_id=True)
+            return
+        handle = self._handles.pop(event.key, None)
+        if event.stage == "loaded":
+            engine = event.engine
+            status = Status(f"Loaded {engine.model_name} on {engine.loaded.device} in {event.seconds:.1f} s.")
+        else:
+            status = Status(f"Could not load {event.what}.")
+        if handle is not None:
+            handle.update(status)
+        else:
+            display(status)

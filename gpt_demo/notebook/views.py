@@ -1,7 +1,8 @@
 """Display objects (``_repr_mimebundle_``) the magics return, and the HTML/SVG the widgets show.
 
 Nothing here loads a script: every view is plain HTML, Markdown, JSON or inline SVG,
-so notebooks render offline and in exported HTML.
+so notebooks render offline and in exported HTML. Text from the model or the user is
+HTML-escaped, or, in Markdown, escaped by ``gpt_demo.text_safety``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,20 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from ..text_safety import code_fence, escape_markdown_html
+
 FORMATS = ("markdown", "text", "code", "json")
+
+
+def notebook_markdown(text: str) -> str:
+    """``text`` as Markdown that JupyterLab shows without running or loading anything.
+
+    JupyterLab runs the script in trusted outputs (every output of the current session), so
+    an answer's raw HTML would run there. The escaping is the web chat's (``text_safety``);
+    JupyterLab finds ``$`` math after protecting code, so every ``$`` outside code is escaped
+    instead of pulled out as gradio does (answers show ``$x$`` as written, not as math).
+    """
+    return escape_markdown_html(text, latex_delimiters=(), escape_dollars=True)
 _FENCE = re.compile(r"```[\w+-]*[ \t]*\n(.*?)(?:\n```|\Z)", re.S)
 
 
@@ -73,7 +87,8 @@ class Answer:
             return {"text/plain": text}
         if self.format == "code":
             code = code_of(self.text) if self.done else text
-            return {"text/plain": code, "text/markdown": f"```\n{code}\n```"}
+            # A fence longer than any backtick run inside: the answer cannot close it and go on as HTML.
+            return {"text/plain": code, "text/markdown": code_fence(code)}
         if self.format == "json":
             try:
                 value = json_of(self.text)
@@ -83,7 +98,7 @@ class Answer:
             if isinstance(value, (dict, list)):
                 bundle["application/json"] = value
             return bundle
-        return {"text/plain": text, "text/markdown": text}
+        return {"text/plain": text, "text/markdown": notebook_markdown(text)}
 
 
 @dataclass

@@ -178,11 +178,16 @@ class RankingPanel(w.VBox):
         if ranks is not None:
             for dd, r in zip(self.ranks, ranks):
                 dd.value = r
+        from ..feedback import AlreadyStored
+
         values = [dd.value for dd in self.ranks]
         try:
             store = self.open_store()
             rid = store.add_ranking(self.prompt, self.candidates, values, source="notebook", **self.meta)
             counts = store.counts()
+        except AlreadyStored as exc:  # from this panel, another notebook or the web app
+            self.status.value = f"Not saved again: this ranking is already stored as #{exc.ranking_id}."
+            return None
         except Exception as exc:  # noqa: BLE001
             _error(self.status, exc)
             return None

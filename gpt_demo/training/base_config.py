@@ -12,13 +12,12 @@
 from __future__ import annotations
 
 import argparse
-import re
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..config import DEVICE_CHOICES, QUANTIZE_CHOICES, check_choice
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+from ..models.adapters import NAME_RE
 
 
 def check_name(field_name: str, value: str) -> str:
@@ -53,9 +52,18 @@ class BaseTrainConfig:
     max_steps: int = field(default=0, metadata={"help": "Optimiser steps; 0: run for epochs."})
     batch_size: int = field(default=4, metadata={"help": "Examples per device step."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
-    max_length: int = field(default=512, metadata={"help": "Longest tokenised example; longer prompts are data errors."})
+    max_length: int = field(
+        default=512,
+        metadata={"help": "Longest tokenised example (prompt + answer); longer rows are truncated (the prompt keeps "
+                          "its end, the answer its start) unless --drop-long."},
+    )
+    drop_long: bool = field(
+        default=False, metadata={"help": "Skip rows longer than --max-length instead of truncating them."}
+    )
     max_examples: int = field(default=0, metadata={"help": "Use only the first N valid examples; 0: all."})
-    save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps (for --resume)."})
+    save_steps: int = field(
+        default=0, metadata={"help": "Checkpoint every N steps (for --resume); 0: auto, every max(1, steps // 4)."}
+    )
     resume: bool = field(default=True, metadata={"help": "Resume from the last checkpoint of an interrupted run with the same --out."})
     seed: int = field(default=0, metadata={"help": "Seed for data order, LoRA init and sampling."})
     progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
@@ -67,9 +75,9 @@ class BaseTrainConfig:
         check_name("out", self.out)
         check_choice("quantize", self.quantize, QUANTIZE_CHOICES)
         check_choice("device", self.device, DEVICE_CHOICES)
-        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "save_steps"):
+        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum"):
             _at_least(name, getattr(self, name), 1)
-        for name in ("max_steps", "max_examples"):
+        for name in ("max_steps", "max_examples", "save_steps"):
             _at_least(name, getattr(self, name), 0)
         _at_least("max_length", self.max_length, 16)
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -82,6 +90,17 @@ class BaseTrainConfig:
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    def total_steps(self, n_examples: int) -> int:
+        """Optimiser steps of the run: ``max_steps``, or what ``epochs`` over ``n_examples`` come to (as in transformers)."""
+        if self.max_steps > 0:
+            return self.max_steps
+        per_epoch = max(1, math.ceil(n_examples / self.batch_size) // self.grad_accum)
+        return max(1, math.ceil(self.epochs * per_epoch))
+
+    def checkpoint_every(self, total_steps: int) -> int:
+        """Steps between checkpoints: ``save_steps``, or with 0 (auto) ``max(1, total_steps // 4)``."""
+        return self.save_steps or max(1, int(total_steps) // 4)
 
     @property
     def targets(self):

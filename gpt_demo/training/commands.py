@@ -3,6 +3,7 @@
     gpt-demo sft ../shared/data/sft/sft.jsonl --out oasst-sft --max-steps 50
     gpt-demo reward ../shared/data/preferences/oasst1_en_val_pairs.jsonl --out oasst-rm --max-steps 100
     gpt-demo reward store --out my-rm                      # pairs from the rankings store
+    gpt-demo reward pairs.jsonl --out my-rm --max-length 320 --drop-long   # skip long rows (default: truncate)
     gpt-demo ppo --reward oasst-rm --prompts prompts.txt --out oasst-ppo --steps 20 --beta 0.05
     gpt-demo dpo store --out my-dpo --init-adapter oasst-sft
     gpt-demo adapters                                      # what is saved, with final metrics
@@ -62,7 +63,7 @@ def cmd_ppo(args) -> int:
 
 
 def cmd_adapters(args) -> int:
-    from .adapters import delete_adapter, list_adapters
+    from ..models.adapters import delete_adapter, list_adapters
 
     if args.delete:
         delete_adapter(args.delete)

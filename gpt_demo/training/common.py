@@ -41,55 +41,41 @@ def settings_or_env(settings):
     return settings or Settings.from_env()
 
 
-def base_source(cfg, settings):
-    """(ResolvedModel, weights location, device) for the config's base model."""
-    from ..models.gguf_cache import ensure_cache
-    from ..models.loading import resolve_device
-    from ..models.registry import resolve_model
+def load_config(cfg, settings, head: str = "causal", *, adapter: str | None = None, trainable: bool = True):
+    """The ``LoadConfig`` for a training config's base model: the same loader (and device and dtype rules) as chat.
 
-    source = resolve_model(cfg.model or settings.model, offline=settings.offline)
-    device = resolve_device(cfg.device if cfg.device != "auto" else settings.device)
-    location = source.location
-    if source.is_gguf:
-        location = str(ensure_cache(Path(source.location), settings.models_dir, progress=cfg.progress))
-    return source, location, device
+    ``cfg.device="auto"`` defers to ``settings.device`` (``GPT_DEMO_DEVICE``), like ``cfg.model=""`` to
+    ``settings.model``; ``adapter`` defaults to the config's ``init_adapter``.
+    """
+    from ..models.loading import LoadConfig
+
+    return LoadConfig.from_settings(
+        settings,
+        model=cfg.model or None,
+        quantize=cfg.quantize,
+        device=cfg.device if cfg.device != "auto" else None,
+        progress=cfg.progress,
+        adapter=adapter if adapter is not None else (cfg.init_adapter or None),
+        head=head,
+        trainable=trainable,
+    )
 
 
 def load_base(cfg, settings, head: str = "causal"):
-    """(model, tokenizer, source name, device): a fresh copy of the base model ready for LoRA.
+    """(model, tokenizer, source name, device): a fresh copy of the base model on ``cfg.device``, ready for LoRA.
 
     ``head="reward"`` gives ``AutoModelForSequenceClassification`` with one output (the reward).
     The config's ``init_adapter`` is merged in first, so it is also what "adapter disabled" means.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from ..models import loading
 
-    from ..models.loading import quantization_config
-
-    source, location, device = base_source(cfg, settings)
-    local = settings.offline or source.kind != "hub"
-    tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    bnb = quantization_config(cfg.quantize, device)
-    kwargs: dict[str, Any] = {"local_files_only": local, "dtype": torch.float32}
-    if bnb is not None:
-        kwargs.update(quantization_config=bnb, device_map={"": device})
-    if head == "reward":
-        model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=1, **kwargs)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
-    # The classifier reads the last non-pad token: the model must know which id pads (TRL issue #381).
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if cfg.init_adapter:
-        from .adapters import apply_adapter
-
-        model, _ = apply_adapter(model, cfg.init_adapter, settings, merge=True)
-    if bnb is not None:
+    loaded = loading.load_model(load_config(cfg, settings, head))
+    model = loaded.model
+    if cfg.quantize != "none":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return model, tokenizer, source.name, device
+    return model, loaded.tokenizer, loaded.name, loaded.device
 
 
 def lora_config(cfg, task_type: str):
@@ -106,8 +92,11 @@ def lora_config(cfg, task_type: str):
     )
 
 
-def trl_args(config_cls, cfg, out_dir: Path, device: str, **extra):
-    """TRL's ``<X>Config`` with CPU-friendly defaults: fp32 on CPU, bf16 on CUDA when supported."""
+def trl_args(config_cls, cfg, out_dir: Path, device: str, n_examples: int, **extra):
+    """TRL's ``<X>Config`` with CPU-friendly defaults: fp32 on CPU, bf16 autocast on CUDA when supported.
+
+    ``n_examples`` (training rows) sizes the automatic checkpoint interval when ``max_steps`` is 0.
+    """
     import torch
 
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
@@ -122,7 +111,7 @@ def trl_args(config_cls, cfg, out_dir: Path, device: str, **extra):
         max_length=cfg.max_length,
         logging_steps=1,
         save_strategy="steps",
-        save_steps=cfg.save_steps,
+        save_steps=cfg.checkpoint_every(cfg.total_steps(n_examples)),
         save_total_limit=1,
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -131,7 +120,7 @@ def trl_args(config_cls, cfg, out_dir: Path, device: str, **extra):
         use_cpu=device == "cpu",
         bf16=bf16,
         fp16=False,
-        gradient_checkpointing=False,  # small models: recomputation costs more than it saves
+        activation_checkpointing=False,  # small models: recomputation costs more than it saves (transformers 5 name)
         dataloader_num_workers=0,
         lr_scheduler_type="constant",
         warmup_steps=0,

@@ -18,16 +18,24 @@ Accepted files (JSON Lines, one object per line):
 * Prompts (PPO): ``{"prompt": str | [...]}`` or ``{"messages": [...]}`` per line, or a ``.txt`` file, one per line.
 
 Every problem in a file is collected and reported together; nothing trains on a half-valid file.
+Rows longer than ``--max-length`` tokens are not faults: ``fit_lengths`` truncates them (or skips
+them with ``--drop-long``) and reports how many, as TRL and LLaMA-Factory do.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
+
+from ..util import file_sha256, scan_jsonl
+
+log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
 STORE_WORDS = ("store", "rankings")
@@ -87,20 +95,10 @@ def _read_jsonl(path: str | Path) -> tuple[list[tuple[int, dict]], "_Problems"]:
     path = Path(path)
     if not path.is_file():
         raise DataError([(str(path), 0, "no such file")])
-    problems, rows = _Problems(str(path)), []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.add(number, f"bad JSON ({exc.msg} at column {exc.colno})")
-                continue
-            if not isinstance(obj, dict):
-                problems.add(number, f"expected a JSON object, got {type(obj).__name__}")
-                continue
-            rows.append((number, obj))
+    rows, faults = scan_jsonl(path)
+    problems = _Problems(str(path))
+    for line, message in faults:
+        problems.add(line, message)
     if not rows and not problems.items:
         raise DataError([(str(path), 0, "the file holds no examples")])
     return rows, problems
@@ -269,38 +267,179 @@ def _parse_prompt_rows(rows, name: str) -> list[list[dict]]:
     return out
 
 
-# -- lengths, splits, hashes ----------------------------------------------------------------
-def check_lengths(rows: list[dict], tokenizer, max_length: int, name: str, answer_keys=("completion",)) -> None:
-    """DataError for every prompt that leaves no room for its answer within ``max_length`` tokens."""
-    problems = _Problems(name)
+# -- lengths ------------------------------------------------------------------------------
+@dataclass
+class LengthReport:
+    """What ``fit_lengths`` did to rows longer than ``max_length`` tokens (chat template included)."""
+
+    name: str
+    max_length: int
+    rows: int = 0  # rows looked at
+    truncated: list[int] = field(default_factory=list)  # their line numbers
+    dropped: list[int] = field(default_factory=list)  # --drop-long, or too long even when truncated
+
+    def metrics(self) -> dict:
+        return {"long_rows_truncated": len(self.truncated), "long_rows_dropped": len(self.dropped)}
+
+    def message(self) -> str | None:
+        """One sentence for the user, or None when every row fit."""
+        if not self.truncated and not self.dropped:
+            return None
+        parts = []
+        if self.truncated:
+            parts.append(f"{len(self.truncated)} truncated (the prompt keeps its end, the answer its start; "
+                         f"--drop-long skips them instead), lines {_lines(self.truncated)}")
+        if self.dropped:
+            parts.append(f"{len(self.dropped)} skipped, lines {_lines(self.dropped)}")
+        long_rows = len(self.truncated) + len(self.dropped)
+        return (f"{self.name}: {long_rows} of {self.rows} rows are longer than max_length={self.max_length} "
+                f"tokens: " + "; ".join(parts))
+
+
+def _lines(lines: list[int]) -> str:
+    shown = ", ".join(map(str, lines[:MAX_REPORTED]))
+    return shown + (f" and {len(lines) - MAX_REPORTED} more" if len(lines) > MAX_REPORTED else "")
+
+
+def _n_tokens(tokenizer, messages: list[dict], generation_prompt: bool = False) -> int:
+    return len(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
+                                             return_dict=True)["input_ids"])
+
+
+def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
+    """(prompt budget, answer budget) for a row of ``source_len`` + ``target_len`` tokens (LLaMA-Factory's rule).
+
+    A short answer is kept whole and the prompt gives way; a short prompt is kept whole and the
+    answer gives way; when both are long they share ``cutoff_len`` in proportion.
+
+    >>> infer_seqlen(500, 40, 320), infer_seqlen(100, 500, 320), infer_seqlen(300, 300, 320)
+    ((280, 40), (100, 220), (160, 160))
+    """
+    if target_len * 2 < cutoff_len:
+        max_target = cutoff_len
+    elif source_len * 2 < cutoff_len:
+        max_target = cutoff_len - source_len
+    else:
+        max_target = int(cutoff_len * (target_len / (source_len + target_len)))
+    new_target = min(max_target, target_len)
+    return min(max(cutoff_len - new_target, 0), source_len), new_target
+
+
+def _keep_tokens(tokenizer, text: str, n: int, end: bool) -> str:
+    """``text`` cut to its first (``end=False``) or last ``n`` tokens."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= n:
+        return text
+    kept = ids[len(ids) - n:] if end else ids[:n]
+    return tokenizer.decode(kept, skip_special_tokens=False).strip() or tokenizer.decode(kept)
+
+
+def _clip_prompt(tokenizer, prompt: list[dict], budget: int) -> list[dict] | None:
+    """``prompt`` within ``budget`` tokens: the oldest turns go first, then the start of the oldest kept one."""
+    system = [m for m in prompt[:1] if m["role"] == "system"]
+    turns = prompt[len(system):]
+    while len(turns) > 1 and _n_tokens(tokenizer, system + turns, True) > budget:
+        turns = turns[1:]
+        while len(turns) > 1 and turns[0]["role"] != "user":  # start with the user, as a conversation does
+            turns = turns[1:]
+    over = _n_tokens(tokenizer, system + turns, True) - budget
+    if over > 0 and system:  # a long system prompt gives way before the question does
+        keep = len(tokenizer(system[0]["content"], add_special_tokens=False)["input_ids"]) - over
+        system = [] if keep < 1 else [{**system[0], "content": _keep_tokens(tokenizer, system[0]["content"], keep, True)}]
+        over = _n_tokens(tokenizer, system + turns, True) - budget
+    if over > 0:
+        first = turns[0]
+        keep = len(tokenizer(first["content"], add_special_tokens=False)["input_ids"]) - over
+        if keep < 1:
+            return None
+        turns = [{**first, "content": _keep_tokens(tokenizer, first["content"], keep, True)}] + turns[1:]
+    return system + turns
+
+
+def _truncate(tokenizer, row: dict, answer_keys, max_length: int) -> dict | None:
+    """``row`` cut so prompt + each answer fits ``max_length`` tokens, or None when it cannot."""
+    prompt = row["prompt"]
+    for _attempt in range(4):  # decode/encode round trips can differ by a token or two: measure again
+        n_prompt = _n_tokens(tokenizer, prompt, True)
+        n_answers = {k: _n_tokens(tokenizer, prompt + row[k]) - n_prompt for k in answer_keys}
+        longest = max(n_answers.values())
+        if n_prompt + longest <= max_length:
+            return row
+        p_budget, a_budget = infer_seqlen(n_prompt, longest, max_length)
+        frame = _n_tokens(tokenizer, [{"role": "user", "content": "x"}], True)  # template tokens of any prompt
+        if p_budget < frame:
+            p_budget, a_budget = frame, max_length - frame
+        clipped = _clip_prompt(tokenizer, prompt, p_budget) if n_prompt > p_budget else prompt
+        if clipped is None:
+            return None
+        new = {**row, "prompt": clipped}
+        for key, n in n_answers.items():
+            if n <= a_budget:
+                continue
+            answer = row[key][-1]
+            content_len = len(tokenizer(answer["content"], add_special_tokens=False)["input_ids"])
+            keep = a_budget - (n - content_len)  # the template's end-of-turn tokens stay
+            if keep < 1:
+                return None
+            new[key] = row[key][:-1] + [{**answer, "content": _keep_tokens(tokenizer, answer["content"], keep, False)}]
+        row, prompt = new, clipped
+    fits = all(_n_tokens(tokenizer, row["prompt"] + row[k]) <= max_length for k in answer_keys)
+    return row if fits else None
+
+
+def fit_lengths(rows: list[dict], tokenizer, max_length: int, name: str, answer_keys=("completion",),
+                drop: bool = False) -> tuple[list[dict], LengthReport]:
+    """Rows whose prompt + answer (chat template included) fit ``max_length`` tokens, and what was done.
+
+    Longer rows are truncated, as TRL and LLaMA-Factory do: the answer keeps its start, the prompt
+    its end (the oldest turns go first), shared out by ``infer_seqlen``. ``drop=True`` skips them
+    instead. A row that cannot fit even truncated is skipped; if no row is left, DataError.
+    """
+    report = LengthReport(name=name, max_length=max_length, rows=len(rows))
+    kept = []
     for row in rows:
-        n = len(tokenizer.apply_chat_template(row["prompt"], tokenize=True, add_generation_prompt=True,
-                                              return_dict=True)["input_ids"])
-        if n >= max_length:
-            problems.add(row["line"], f"the prompt is {n} tokens, longer than max_length={max_length}; "
-                                      "shorten it or raise --max-length")
-    problems.raise_if_any()
+        n = max(_n_tokens(tokenizer, row["prompt"] + row[k]) for k in answer_keys)
+        if n <= max_length:
+            kept.append(row)
+            continue
+        fitted = None if drop else _truncate(tokenizer, row, answer_keys, max_length)
+        if fitted is None:
+            report.dropped.append(row["line"])
+        else:
+            report.truncated.append(row["line"])
+            kept.append(fitted)
+    if rows and not kept:
+        raise DataError([(name, 0, f"every row is longer than max_length={max_length} tokens"
+                                   f"{' (--drop-long)' if drop else ' even truncated'}; raise --max-length")])
+    if report.message():
+        log.warning(report.message())
+    return kept, report
 
 
-def split_by_prompt(rows: list[dict], eval_fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """Hold out ``eval_fraction`` of the distinct prompts; all rows of one prompt stay on one side."""
+# -- splits -------------------------------------------------------------------------------------
+def conversation_key(row: dict) -> str:
+    """What groups rows of one conversation: its first user message (an oasst1 message tree's root prompt)."""
+    first = next((m for m in row["prompt"] if m["role"] == "user"), row["prompt"][0])
+    return first["content"].strip()
+
+
+def split_by_conversation(rows: list[dict], eval_fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Hold out ``eval_fraction`` of the conversations; every row of one conversation stays on one side.
+
+    Rows of one conversation share most of their text (every later turn repeats the first ones),
+    so splitting by the whole prompt would leak held-out text into training. For oasst1 the first
+    user message is the message tree's root, so this is the split by ``message_tree_id`` that
+    ``../shared/data/preferences/README.md`` asks for.
+    """
     if eval_fraction <= 0:
         return list(rows), []
-    keys = sorted({json.dumps(r["prompt"], sort_keys=True) for r in rows})
+    keys = sorted({conversation_key(r) for r in rows})
     random.Random(seed).shuffle(keys)
     n_eval = max(1, round(len(keys) * eval_fraction)) if len(keys) > 1 else 0
     held = set(keys[:n_eval])
-    train = [r for r in rows if json.dumps(r["prompt"], sort_keys=True) not in held]
-    test = [r for r in rows if json.dumps(r["prompt"], sort_keys=True) in held]
+    train = [r for r in rows if conversation_key(r) not in held]
+    test = [r for r in rows if conversation_key(r) in held]
     return train, test
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def without_line(rows: list[dict]) -> list[dict]:

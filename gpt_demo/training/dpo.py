@@ -15,26 +15,21 @@ from .adapters import make_card, save_adapter
 from .common import (TrainResult, checkpoint_step, clear_checkpoints, load_base, lora_config, prepare_output, quiet,
                      quiet_datasets, settings_or_env, trl_args)
 from .curves import CurveRecorder, ProgressFn, trainer_callback
-from .data import check_lengths, load_pairs, split_by_prompt, without_line
+from .data import fit_lengths, load_pairs, split_by_conversation, without_line
 from .dpo_config import DPOTrainConfig
 
 
 def answer_logprobs(model, tokenizer, prompts: list, answers: list[str], max_length: int = 1024) -> list[float]:
-    """Total log-probability of each assistant ``answer`` after its chat-templated ``prompt``."""
-    import torch
+    """Total log-probability of each assistant ``answer`` (with its end-of-turn tokens) after its chat-templated ``prompt``."""
+    from ..models.tokens import completion_logprob
 
-    device = next(model.parameters()).device
     totals = []
-    with torch.no_grad():
-        for prompt, answer in zip(prompts, answers):
-            p_ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True,
-                                                  return_dict=True)["input_ids"]
-            ids = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=True,
-                                                return_dict=True)["input_ids"][:max_length]
-            x = torch.tensor([ids], device=device)
-            logp = torch.log_softmax(model(input_ids=x).logits[0, :-1].float(), dim=-1)  # (T-1, vocab)
-            tok = logp.gather(1, x[0, 1:, None]).squeeze(1)  # (T-1,) log p(token t+1 | ..t)
-            totals.append(float(tok[len(p_ids) - 1:].sum()))
+    for prompt, answer in zip(prompts, answers):
+        p_ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True,
+                                              return_dict=True)["input_ids"]
+        ids = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=True,
+                                            return_dict=True)["input_ids"][:max_length]
+        totals.append(completion_logprob(model, p_ids, ids[len(p_ids):]))
     return totals
 
 
@@ -55,16 +50,16 @@ def train_dpo(data, cfg: DPOTrainConfig = DPOTrainConfig(), settings=None,
     settings = settings_or_env(settings)
     pairs, fingerprint = load_pairs(data, settings)  # validation first: a bad file loads no model
     model, tokenizer, base_name, device = load_base(cfg, settings, "causal")
-    check_lengths(pairs, tokenizer, cfg.max_length, str(data))
     if cfg.max_examples:
         pairs = pairs[: cfg.max_examples]
-    train, held_out = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
+    pairs, lengths = fit_lengths(pairs, tokenizer, cfg.max_length, str(data), ("chosen", "rejected"), cfg.drop_long)
+    train, held_out = split_by_conversation(pairs, cfg.eval_fraction, cfg.seed)
     measured = held_out or train
 
     out, resume_from = prepare_output(cfg, settings)
     recorder = CurveRecorder(out, title=f"DPO {cfg.out}", progress=cfg.progress, on_progress=on_progress,
                              resume_until=checkpoint_step(resume_from))
-    args = trl_args(DPOConfig, cfg, out, device, beta=cfg.beta, disable_dropout=True)
+    args = trl_args(DPOConfig, cfg, out, device, len(train), beta=cfg.beta, disable_dropout=True)
     quiet_datasets()
     # ref_model=None with a peft_config: TRL uses the policy with its adapter disabled as the reference.
     trainer = quiet(DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(without_line(train)),
@@ -91,6 +86,7 @@ def train_dpo(data, cfg: DPOTrainConfig = DPOTrainConfig(), settings=None,
         "steps": int(output.global_step),
         "train_seconds": round(seconds, 2),
         "resumed_from_step": checkpoint_step(resume_from),
+        **lengths.metrics(),
     }
     card = make_card("dpo", cfg, base_name, data, fingerprint, metrics)
     save_adapter(trainer.model, out, card)

@@ -13,6 +13,10 @@ Each iteration:
    max(-A·ρ, -A·clip(ρ, 1-ε, 1+ε)) plus a clipped value loss, ρ = π_new / π_old per token.
 
 With ``target_kl`` set, β adapts (Ziegler et al., 2019) so the measured KL per answer tracks it.
+The arithmetic is small pure functions (``gae``, ``clipped_surrogate``, ``clipped_value_loss``,
+``whiten``, ``kl_rewards``, ``adaptive_beta``), tested on hand-computed tensors. A checkpoint is
+peft's safetensors plus ``ppo_state.safetensors`` (value head, AdamW moments, RNG) and
+``ppo_state.json`` (step, β, hyper-parameters): nothing is pickled, nothing is ``torch.load``-ed.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ from .adapters import make_card, save_adapter
 from .common import (TrainResult, checkpoint_step, clear_checkpoints, load_base, lora_config, prepare_output,
                      settings_or_env)
 from .curves import CurveRecorder, ProgressFn
-from .data import file_sha256, load_prompts
+from .data import load_prompts
 from .ppo_config import PPOTrainConfig
 
 KL_HORIZON_BATCHES = 2  # β moves by at most 10 % per iteration
 RewardFn = Callable[[Sequence, Sequence[str]], Sequence[float]]
+STATE_TENSORS = "ppo_state.safetensors"  # value head, optimiser moments, RNG states
+STATE_JSON = "ppo_state.json"  # step, β, optimiser hyper-parameters
 
 
 def make_value_head(hidden: int, device):
@@ -43,41 +49,37 @@ def make_value_head(hidden: int, device):
     return head.to(device)
 
 
-def _masked_mean(x, mask):
+# -- the arithmetic, as small pure functions over (B, R) tensors (tests/test_ppo_math.py) ----------
+def masked_mean(x, mask):
+    """Mean of ``x`` over the positions where ``mask`` is 1."""
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def _whiten(x, mask):
-    mean = _masked_mean(x, mask)
-    var = _masked_mean((x - mean) ** 2, mask)
+def whiten(x, mask):
+    """(x - mean) / std over the masked positions (biased variance); masked positions become 0."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
     return (x - mean) * (var + 1e-8).rsqrt() * mask
 
 
-def _left_pad(rows: list[list[int]], pad: int, device):
+def response_mask(response, end_ids):
+    """1 for every answer token up to and including the first end-of-turn token, then 0: (B, R) float."""
     import torch
 
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(row)
-        mask[i, width - len(row):] = 1
-    return ids.to(device), mask.to(device)
+    is_end = torch.isin(response, torch.as_tensor(sorted(end_ids), device=response.device))
+    after_end = (is_end.cumsum(1) - is_end.long()) > 0
+    return (~after_end).float()
 
 
-def forward_logp_values(model, value_head, seq, attn, prompt_len: int, temperature: float):
-    """Per-token log π(y_t) and V(s_t) for the response part of ``seq``: both (B, R)."""
+def kl_rewards(logp, ref_logp, mask, scores, beta: float):
+    """Per-token rewards -β·(log π - log π_ref), plus each answer's score on its last token; returns (rewards, kl)."""
     import torch
 
-    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at the first real token
-    out = model(input_ids=seq, attention_mask=attn, position_ids=position_ids, output_hidden_states=True)
-    logits = out.logits[:, prompt_len - 1:-1].float() / temperature  # (B, R, vocab) predicts response tokens
-    logp = torch.log_softmax(logits, dim=-1).gather(2, seq[:, prompt_len:, None]).squeeze(2)  # (B, R)
-    values = None
-    if value_head is not None:
-        hidden = out.hidden_states[-1][:, prompt_len - 1:-1].float()  # (B, R, H): state before each token
-        values = value_head(hidden).squeeze(-1)  # (B, R)
-    return logp, values
+    kl = (logp - ref_logp) * mask  # (B, R) per-token log-ratio, an unbiased KL estimate
+    rewards = -beta * kl
+    last = (mask.sum(1).long() - 1).clamp(min=0)  # index of each answer's last token
+    rewards[torch.arange(rewards.shape[0]), last] += scores
+    return rewards, kl
 
 
 def gae(rewards, values, mask, gamma: float, lam: float):
@@ -96,11 +98,105 @@ def gae(rewards, values, mask, gamma: float, lam: float):
     return advantages * mask, returns
 
 
+def clipped_surrogate(logp, old_logp, advantages, mask, clip_range: float):
+    """PPO's policy loss mean(max(-A·ρ, -A·clip(ρ, 1-ε, 1+ε))), ρ = π/π_old; returns (loss, ratio, clip_frac)."""
+    import torch
+
+    ratio = torch.exp(logp - old_logp)
+    losses = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range))
+    clip_frac = masked_mean(((ratio - 1).abs() > clip_range).float(), mask)
+    return masked_mean(losses, mask), ratio, clip_frac
+
+
+def clipped_value_loss(values, old_values, returns, mask, clip_range_value: float):
+    """0.5·mean(max((V - R)², (V_clip - R)²)), V_clip = V_old + clip(V - V_old, ±clip_range_value)."""
+    import torch
+
+    clipped = old_values + (values - old_values).clamp(-clip_range_value, clip_range_value)
+    return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+def adaptive_beta(beta: float, kl: float, target_kl: float, horizon: int = KL_HORIZON_BATCHES) -> float:
+    """Ziegler et al. (2019)'s KL controller: β·(1 + clip(kl/target - 1, ±0.2)/horizon); target 0: β fixed."""
+    if target_kl <= 0:
+        return beta
+    error = max(-0.2, min(0.2, kl / target_kl - 1))
+    return beta * (1 + error / horizon)
+
+
+def forward_logp_values(model, value_head, seq, attn, prompt_len: int, temperature: float):
+    """Per-token log π(y_t) and V(s_t) for the response part of ``seq``: both (B, R)."""
+    from ..models.tokens import token_logprobs
+
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at the first real token
+    out = model(input_ids=seq, attention_mask=attn, position_ids=position_ids, output_hidden_states=True)
+    logits = out.logits[:, prompt_len - 1:-1].float() / temperature  # (B, R, vocab) predicts response tokens
+    logp = token_logprobs(logits, seq[:, prompt_len:])  # (B, R)
+    values = None
+    if value_head is not None:
+        hidden = out.hidden_states[-1][:, prompt_len - 1:-1].float()  # (B, R, H): state before each token
+        values = value_head(hidden).squeeze(-1)  # (B, R)
+    return logp, values
+
+
+# -- resume state: safetensors + JSON, nothing pickled -------------------------------------------
+def save_ppo_state(path: Path, value_head, optimizer, step: int, beta: float) -> None:
+    """The value head, the optimiser and the RNG states as safetensors; step, β and hyper-parameters as JSON."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    opt = optimizer.state_dict()
+    tensors = {f"value_head.{k}": v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()}
+    scalars: dict[str, dict] = {}
+    for index, slots in opt["state"].items():
+        for key, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path / STATE_TENSORS))
+    meta = {"step": int(step), "beta": float(beta), "param_groups": opt["param_groups"], "optimizer_scalars": scalars}
+    (path / STATE_JSON).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def load_ppo_state(path: Path, value_head, optimizer) -> tuple[int, float]:
+    """Restore what ``save_ppo_state`` wrote into ``value_head`` and ``optimizer``; returns (step, β)."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    tensors = load_file(str(path / STATE_TENSORS))
+    meta = json.loads((path / STATE_JSON).read_text(encoding="utf-8"))
+    value_head.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("value_head.")})
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, slot = key.split(".", 2)
+            state.setdefault(int(index), {})[slot] = value
+    for index, slots in meta.get("optimizer_scalars", {}).items():
+        state.setdefault(int(index), {}).update(slots)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})  # moves moments to the params
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return int(meta["step"]), float(meta["beta"])
+
+
 class PPO:
     """One PPO run's state: policy (PeftModel), value head, optimiser, β. ``step(prompts)`` does one iteration."""
 
-    def __init__(self, model, tokenizer, cfg: PPOTrainConfig, reward_fn: RewardFn, device: str):
+    def __init__(self, model, tokenizer, cfg: PPOTrainConfig, reward_fn: RewardFn, device: str | None = None):
         import torch
+
+        from ..models.tokens import end_token_ids
 
         self.model, self.tokenizer, self.cfg, self.reward_fn = model, tokenizer, cfg, reward_fn
         self.device = next(model.parameters()).device
@@ -109,29 +205,26 @@ class PPO:
         params = [p for p in model.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
         self.beta = cfg.beta
-        gen_eos = getattr(model.generation_config, "eos_token_id", None)
-        eos = {tokenizer.eos_token_id} | (set(gen_eos) if isinstance(gen_eos, list) else {gen_eos})
-        self.eos_ids = sorted(e for e in eos if e is not None)
+        self.eos_ids = sorted(end_token_ids(tokenizer, model))  # the set generation stops on, written once
         self.model.eval()  # no dropout: PPO's ratio must compare like with like (gradients still flow)
 
     # -- rollouts -----------------------------------------------------------------
     def rollout(self, prompts: list[list[dict]]):
         import torch
 
+        from ..models.tokens import pad_batch
+
         tok = self.tokenizer
         rows = [tok.apply_chat_template(p, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
                 for p in prompts]
-        ids, attn = _left_pad(rows, tok.pad_token_id, self.device)
+        ids, attn = pad_batch(rows, tok.pad_token_id, "left", self.device)
         with torch.no_grad():
             seq = self.model.generate(input_ids=ids, attention_mask=attn, do_sample=True, max_new_tokens=self.cfg.max_new_tokens,
                                       temperature=self.cfg.temperature, top_k=0, top_p=1.0,
                                       pad_token_id=tok.pad_token_id, eos_token_id=self.eos_ids)
         prompt_len = ids.shape[1]
         response = seq[:, prompt_len:]  # (B, R)
-        # Mask: every token up to and including the first end-of-turn token.
-        is_eos = torch.isin(response, torch.tensor(self.eos_ids, device=self.device))
-        after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
-        mask = (~after_eos).float()  # (B, R)
+        mask = response_mask(response, self.eos_ids)  # (B, R): up to and including the first end-of-turn token
         full_attn = torch.cat([attn, mask.long()], dim=1)
         answers = [tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(response, mask)]
         return seq, full_attn, prompt_len, mask, answers
@@ -147,12 +240,9 @@ class PPO:
             with self.model.disable_adapter():  # the reference policy π_ref
                 ref_logp, _ = forward_logp_values(self.model, None, seq, attn, P, cfg.temperature)
             scores = torch.tensor([float(s) for s in self.reward_fn(prompts, answers)], device=self.device)  # (B,)
-            kl = (old_logp - ref_logp) * mask  # (B, R) per-token log-ratio, an unbiased KL estimate
-            rewards = -self.beta * kl
-            last = (mask.sum(1).long() - 1).clamp(min=0)  # index of each answer's last token
-            rewards[torch.arange(len(prompts)), last] += scores
+            rewards, kl = kl_rewards(old_logp, ref_logp, mask, scores, self.beta)  # (B, R) each
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-            advantages = _whiten(advantages, mask)
+            advantages = whiten(advantages, mask)
 
         stats = {"pg_loss": [], "value_loss": [], "approx_kl": [], "clip_frac": []}
         n = len(prompts)
@@ -162,13 +252,8 @@ class PPO:
                 idx = order[start:start + cfg.mini_batch_size]
                 m = mask[idx]
                 logp, values = forward_logp_values(self.model, self.value_head, seq[idx], attn[idx], P, cfg.temperature)
-                ratio = torch.exp(logp - old_logp[idx])  # (b, R)
-                adv = advantages[idx]
-                pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
-                pg_loss = _masked_mean(pg, m)
-                v_old = old_values[idx]
-                v_clip = v_old + (values - v_old).clamp(-cfg.clip_range_value, cfg.clip_range_value)
-                v_loss = 0.5 * _masked_mean(torch.max((values - returns[idx]) ** 2, (v_clip - returns[idx]) ** 2), m)
+                pg_loss, ratio, clip_frac = clipped_surrogate(logp, old_logp[idx], advantages[idx], m, cfg.clip_range)
+                v_loss = clipped_value_loss(values, old_values[idx], returns[idx], m, cfg.clip_range_value)
                 loss = pg_loss + cfg.value_coef * v_loss
                 self.optimizer.zero_grad()
                 loss.backward()
@@ -177,8 +262,8 @@ class PPO:
                 with torch.no_grad():
                     stats["pg_loss"].append(float(pg_loss))
                     stats["value_loss"].append(float(v_loss))
-                    stats["approx_kl"].append(float(_masked_mean(0.5 * (logp - old_logp[idx]) ** 2, m)))
-                    stats["clip_frac"].append(float(_masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), m)))
+                    stats["approx_kl"].append(float(masked_mean(0.5 * (logp - old_logp[idx]) ** 2, m)))
+                    stats["clip_frac"].append(float(clip_frac))
 
         kl_per_answer = float(kl.sum(1).mean())
         metrics = {
@@ -190,9 +275,7 @@ class PPO:
             **{k: sum(v) / len(v) for k, v in stats.items()},
             "loss": sum(stats["pg_loss"]) / len(stats["pg_loss"]),
         }
-        if cfg.target_kl > 0:  # adaptive KL controller (Ziegler et al. 2019), short horizon for small runs
-            error = max(-0.2, min(0.2, kl_per_answer / cfg.target_kl - 1))
-            self.beta *= 1 + error / KL_HORIZON_BATCHES
+        self.beta = adaptive_beta(self.beta, kl_per_answer, cfg.target_kl)  # fixed when target_kl is 0
         self.last_answers = answers
         return metrics
 
@@ -218,25 +301,23 @@ class PPO:
 
     # -- checkpoints ------------------------------------------------------------------
     def save_checkpoint(self, path: Path, step: int) -> None:
-        import torch
-
+        """LoRA weights (peft's safetensors) plus ``save_ppo_state``: nothing is pickled."""
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(str(path), safe_serialization=True)
-        torch.save({"value_head": self.value_head.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "step": step, "beta": self.beta, "rng": torch.get_rng_state()}, path / "ppo_state.pt")
+        save_ppo_state(path, self.value_head, self.optimizer, step, self.beta)
 
     def load_checkpoint(self, path: Path) -> int:
-        import torch
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        set_peft_model_state_dict(self.model, load_file(str(Path(path) / "adapter_model.safetensors")))
-        state = torch.load(Path(path) / "ppo_state.pt", weights_only=False)
-        self.value_head.load_state_dict(state["value_head"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.beta = state["beta"]
-        torch.set_rng_state(state["rng"])
-        return int(state["step"])
+        if not (Path(path) / STATE_TENSORS).is_file():
+            raise ValueError(f"resume: {path} has no {STATE_TENSORS} (written by an older gpt-demo); "
+                             "rerun with --no-resume to start over")
+
+        device = str(self.device)
+        set_peft_model_state_dict(self.model, load_file(str(Path(path) / "adapter_model.safetensors"), device=device))
+        step, self.beta = load_ppo_state(Path(path), self.value_head, self.optimizer)
+        return step
 
 
 def _prompt_batches(prompts: list, batch_size: int, seed: int):
@@ -250,23 +331,17 @@ def _prompt_batches(prompts: list, batch_size: int, seed: int):
             yield [prompts[i] for i in order[start:start + batch_size]]
 
 
-def train_ppo(prompts, cfg: PPOTrainConfig = PPOTrainConfig(), settings=None, on_progress: ProgressFn | None = None,
-              reward_fn: RewardFn | None = None, keep_model: bool = False) -> TrainResult:
-    """PPO adapter ``cfg.out`` on ``prompts`` (a file, or a list of strings / message lists).
+def setup_ppo(cfg: PPOTrainConfig, settings=None, reward_fn: RewardFn | None = None) -> PPO:
+    """The run's pieces on ``cfg.device``: reward model, policy (LoRA on the base; with the adapter disabled,
+    the reference) and value head, all loaded by ``gpt_demo.models.load_model``.
 
-    ``reward_fn(prompts, answers) -> scores`` defaults to reward model ``cfg.reward``.
+    ``reward_fn(prompts, answers) -> scores`` defaults to reward model ``cfg.reward``. The returned
+    ``PPO`` also carries ``base_name`` and ``reward_name`` for the card.
     """
     import torch
     from peft import get_peft_model
 
     settings = settings_or_env(settings)
-    if isinstance(prompts, (str, Path)):
-        prompt_list, source, fingerprint = load_prompts(prompts), str(prompts), file_sha256(prompts)
-    else:
-        prompt_list = [[{"role": "user", "content": p}] if isinstance(p, str) else list(p) for p in prompts]
-        source, fingerprint = "<list>", ""
-        if not prompt_list:
-            raise ValueError("prompts=[] is not allowed; give at least one prompt")
     reward_name = cfg.reward
     if reward_fn is None:
         if not cfg.reward:
@@ -276,13 +351,36 @@ def train_ppo(prompts, cfg: PPOTrainConfig = PPOTrainConfig(), settings=None, on
         reward_fn = RewardModel.load(cfg.reward, settings, device=cfg.device)
     else:
         reward_name = reward_name or getattr(reward_fn, "__name__", "custom")
-    if cfg.max_examples:
-        prompt_list = prompt_list[: cfg.max_examples]
-
     torch.manual_seed(cfg.seed)
     model, tokenizer, base_name, device = load_base(cfg, settings, "causal")
     model = get_peft_model(model, lora_config(cfg, "CAUSAL_LM"))
     ppo = PPO(model, tokenizer, cfg, reward_fn, device)
+    ppo.base_name, ppo.reward_name = base_name, reward_name
+    return ppo
+
+
+def train_ppo(prompts, cfg: PPOTrainConfig = PPOTrainConfig(), settings=None, on_progress: ProgressFn | None = None,
+              reward_fn: RewardFn | None = None, keep_model: bool = False) -> TrainResult:
+    """PPO adapter ``cfg.out`` on ``prompts`` (a file, or a list of strings / message lists).
+
+    ``reward_fn(prompts, answers) -> scores`` defaults to reward model ``cfg.reward``.
+    """
+    from ..util import file_sha256
+
+    settings = settings_or_env(settings)
+    if isinstance(prompts, (str, Path)):
+        prompt_list, source, fingerprint = load_prompts(prompts), str(prompts), file_sha256(prompts)
+    else:
+        prompt_list = [[{"role": "user", "content": p}] if isinstance(p, str) else list(p) for p in prompts]
+        source, fingerprint = "<list>", ""
+        if not prompt_list:
+            raise ValueError("prompts=[] is not allowed; give at least one prompt")
+    if cfg.max_examples:
+        prompt_list = prompt_list[: cfg.max_examples]
+
+    ppo = setup_ppo(cfg, settings, reward_fn)
+    model, base_name, reward_name = ppo.model, ppo.base_name, ppo.reward_name
+    save_every = cfg.checkpoint_every(cfg.steps)
 
     out, resume_from = prepare_output(cfg, settings)
     start = ppo.load_checkpoint(Path(resume_from)) if resume_from else 0
@@ -298,7 +396,7 @@ def train_ppo(prompts, cfg: PPOTrainConfig = PPOTrainConfig(), settings=None, on
     try:
         for step in range(start + 1, cfg.steps + 1):
             recorder.log(step, ppo.step(next(batches)))
-            if step % cfg.save_steps == 0 and step < cfg.steps:
+            if step % save_every == 0 and step < cfg.steps:
                 clear_checkpoints(out)
                 ppo.save_checkpoint(out / "checkpoints" / f"checkpoint-{step}", step)
                 recorder.save(png=False)

@@ -37,7 +37,9 @@ class PPOTrainConfig(BaseTrainConfig):
     max_new_tokens: int = field(default=32, metadata={"help": "Answer length per rollout."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts."})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (LoRA and value head)."})
-    save_steps: int = field(default=10, metadata={"help": "Checkpoint every N iterations (for --resume)."})
+    save_steps: int = field(
+        default=0, metadata={"help": "Checkpoint every N iterations (for --resume); 0: auto, every max(1, steps // 4)."}
+    )
     eval_samples: int = field(
         default=16,
         metadata={"help": "Answers sampled before and after training (same seed) to report the reward gain; 0: skip."},

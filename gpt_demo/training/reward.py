@@ -21,7 +21,7 @@ from .adapters import find_adapter, make_card, save_adapter
 from .common import (TrainResult, checkpoint_step, clear_checkpoints, load_base, lora_config, prepare_output, quiet,
                      quiet_datasets, settings_or_env, trl_args)
 from .curves import CurveRecorder, ProgressFn, trainer_callback
-from .data import check_lengths, load_pairs, split_by_prompt, without_line
+from .data import fit_lengths, load_pairs, split_by_conversation, without_line
 from .reward_config import RewardTrainConfig
 
 
@@ -33,21 +33,23 @@ class RewardModel:
 
     @classmethod
     def load(cls, name: str, settings=None, device: str = "auto", quantize: str | None = None) -> "RewardModel":
-        """Load reward adapter ``name`` (its card names the base model) onto a fresh base."""
-        from peft import PeftModel
+        """Load reward adapter ``name`` (its card names the base model) onto a fresh base on ``device``.
+
+        ``device="auto"`` defers to ``settings.device``; the loader is ``gpt_demo.models.load_model``,
+        the same one (and the same device rules) as the chat model's.
+        """
+        from ..models import loading
 
         settings = settings_or_env(settings)
         path, card = find_adapter(name, settings)
         if card.get("kind") != "reward":
             raise ValueError(f"adapter={name!r} is a {card.get('kind')} adapter, not a reward model")
         params = card.get("params", {})
-        cfg = RewardTrainConfig(out=card.get("name", "reward"), model=params.get("model") or card["base_model"],
-                                init_adapter=card.get("init_adapter") or "", device=device,
-                                quantize=quantize or card.get("quantize", "none"), progress=False)
-        model, tokenizer, _, _ = load_base(cfg, settings, "reward")
-        model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
-        model.eval()
-        return cls(model, tokenizer, name, int(params.get("max_length", 1024)))
+        cfg = loading.LoadConfig.from_settings(
+            settings, model=params.get("model") or card["base_model"], device=None if device == "auto" else device,
+            quantize=quantize or card.get("quantize", "none"), progress=False, head="reward", adapter=str(path))
+        loaded = loading.load_model(cfg)
+        return cls(loaded.model, loaded.tokenizer, name, int(params.get("max_length", 1024)))
 
     def encode(self, prompt, answer: str) -> list[int]:
         """Token ids exactly as TRL's RewardTrainer builds them (chat template over prompt + answer)."""
@@ -60,10 +62,11 @@ class RewardModel:
         """One reward per (prompt, answer); ``prompts`` are strings or message lists."""
         import torch
 
+        from ..models.tokens import pad_batch
+
         if len(prompts) != len(answers):
             raise ValueError(f"prompts={len(prompts)} and answers={len(answers)} must have the same length")
         device = next(self.model.parameters()).device
-        pad = self.tokenizer.pad_token_id
         was_training = self.model.training
         self.model.eval()
         scores: list[float] = []
@@ -71,12 +74,7 @@ class RewardModel:
             for start in range(0, len(answers), batch_size):
                 batch = [self.encode(p, a) for p, a in zip(prompts[start:start + batch_size],
                                                             answers[start:start + batch_size])]
-                width = max(map(len, batch))
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)  # right padding, as in training
-                mask = torch.zeros_like(ids)
-                for i, row in enumerate(batch):
-                    ids[i, : len(row)] = torch.tensor(row)
-                    mask[i, : len(row)] = 1
+                ids, mask = pad_batch(batch, self.tokenizer.pad_token_id, "right")  # right padding, as in training
                 logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, 1)
                 scores.extend(float(x) for x in logits[:, 0].float().cpu())
         if was_training:
@@ -108,17 +106,17 @@ def train_reward(data, cfg: RewardTrainConfig = RewardTrainConfig(), settings=No
     settings = settings_or_env(settings)
     pairs, fingerprint = load_pairs(data, settings)  # validation first: a bad file loads no model
     model, tokenizer, base_name, device = load_base(cfg, settings, "reward")
-    check_lengths(pairs, tokenizer, cfg.max_length, str(data))
     if cfg.max_examples:
         pairs = pairs[: cfg.max_examples]
-    train, held_out = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
+    pairs, lengths = fit_lengths(pairs, tokenizer, cfg.max_length, str(data), ("chosen", "rejected"), cfg.drop_long)
+    train, held_out = split_by_conversation(pairs, cfg.eval_fraction, cfg.seed)
     if not train:
         raise ValueError(f"eval_fraction={cfg.eval_fraction} leaves no training pairs out of {len(pairs)}")
 
     out, resume_from = prepare_output(cfg, settings)
     recorder = CurveRecorder(out, title=f"reward model {cfg.out}", progress=cfg.progress, on_progress=on_progress,
                              resume_until=checkpoint_step(resume_from))
-    args = trl_args(RewardConfig, cfg, out, device, center_rewards_coefficient=cfg.center_rewards or None,
+    args = trl_args(RewardConfig, cfg, out, device, len(train), center_rewards_coefficient=cfg.center_rewards or None,
                     disable_dropout=True)
     quiet_datasets()
     trainer = quiet(RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(without_line(train)),
@@ -143,6 +141,7 @@ def train_reward(data, cfg: RewardTrainConfig = RewardTrainConfig(), settings=No
         "steps": int(output.global_step),
         "train_seconds": round(seconds, 2),
         "resumed_from_step": checkpoint_step(resume_from),
+        **lengths.metrics(),
     }
     card = make_card("reward", cfg, base_name, data, fingerprint, metrics)
     save_adapter(trainer.model, out, card)

@@ -20,7 +20,7 @@ from .adapters import make_card, save_adapter
 from .common import (TrainResult, checkpoint_step, clear_checkpoints, load_base, lora_config, prepare_output, quiet,
                      quiet_datasets, settings_or_env, trl_args)
 from .curves import CurveRecorder, ProgressFn, trainer_callback
-from .data import check_lengths, file_sha256, load_sft, without_line
+from .data import file_sha256, fit_lengths, load_sft, without_line
 from .sft_config import SFTTrainConfig
 
 
@@ -33,15 +33,15 @@ def train_sft(data, cfg: SFTTrainConfig = SFTTrainConfig(), settings=None,
     settings = settings_or_env(settings)
     rows = load_sft(data)  # validation first: a bad file loads no model
     model, tokenizer, base_name, device = load_base(cfg, settings, "causal")
-    check_lengths(rows, tokenizer, cfg.max_length, str(data))
     if cfg.max_examples:
         rows = rows[: cfg.max_examples]
+    rows, lengths = fit_lengths(rows, tokenizer, cfg.max_length, str(data), ("completion",), cfg.drop_long)
     dataset = Dataset.from_list(without_line(rows))
 
     out, resume_from = prepare_output(cfg, settings)
     recorder = CurveRecorder(out, title=f"SFT {cfg.out}", progress=cfg.progress, on_progress=on_progress,
                              resume_until=checkpoint_step(resume_from))
-    args = trl_args(SFTConfig, cfg, out, device, completion_only_loss=cfg.completion_only,
+    args = trl_args(SFTConfig, cfg, out, device, len(rows), completion_only_loss=cfg.completion_only,
                     dataset_num_proc=None, packing=False)
     quiet_datasets()
     trainer = quiet(SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=dataset,
@@ -63,6 +63,7 @@ def train_sft(data, cfg: SFTTrainConfig = SFTTrainConfig(), settings=None,
         "examples": len(rows),
         "train_seconds": round(seconds, 2),
         "resumed_from_step": checkpoint_step(resume_from),
+        **lengths.metrics(),
     }
     card = make_card("sft", cfg, base_name, data, file_sha256(data), metrics)
     trained = trainer.model

@@ -9,13 +9,13 @@ from __future__ import annotations
 from functools import partial
 
 from .params_panel import panel, to_params
+from .queues import model_queue
 from .render import chat_messages, error_text
 from .session import WebSession, ensure
 
 MODERATION_MODES = ("off", "warn", "block")
 # A 135M model rambles at OpenAI's default temperature 1; SmolLM2's card suggests 0.2 and top_p 0.9.
 CHAT_DEFAULTS = dict(temperature=0.3, top_p=0.9, max_tokens=256)
-MAX_INPUT_CHARS = 200_000  # beyond this the text box itself refuses (the prompt is still cut to the window)
 
 
 def _check_mode(mode: str) -> str:
@@ -24,19 +24,29 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
-def add_user(session: WebSession | None, message: str, mode: str, *param_values):
-    """Check the parameters and the message, then append it. Returns (session, chatbot, textbox, note)."""
+def add_user(session: WebSession | None, message: str, mode: str, *param_values, limits=None):
+    """Check the parameters and the message, then append it. Returns (session, chatbot, textbox, note).
+
+    ``limits`` (the engine's; default ``GPT_DEMO_MAX_*``) bound the message's characters and the
+    conversation's messages; a message over them is refused and the conversation is left as it was.
+    """
     import gradio as gr
 
+    from ..limits import current_limits
+
     session = ensure(session)
+    limits = limits if limits is not None else current_limits()
     try:
         to_params(*param_values)  # a bad parameter is refused before anything changes
         _check_mode(mode)
         text = (message or "").strip()
         if not text:
             raise ValueError("message='' is not allowed; type something to send")
-        if len(message) > MAX_INPUT_CHARS:
-            raise ValueError(f"message has {len(message)} characters; allowed: at most {MAX_INPUT_CHARS}")
+        limits.check_text("message", message)
+        try:
+            limits.check_messages("messages", session.conversation.messages + [{"role": "user", "content": message}])
+        except ValueError as exc:
+            raise ValueError(f"{exc}. Press Clear (or Undo) to make room.") from None
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
     note = ""
@@ -140,8 +150,12 @@ def set_system(session: WebSession | None, text: str):
 
 
 def build(engine, state, concurrency: int) -> None:
-    """The tab's components and events, inside the current ``gr.Tab``."""
+    """The tab's components and events, inside the current ``gr.Tab``; replies join the model queue."""
     import gradio as gr
+
+    from ..limits import current_limits
+
+    limits = getattr(engine, "limits", None) or current_limits()
 
     system = gr.Textbox(label="System prompt", placeholder="You are a helpful assistant.", lines=1)
     chatbot = gr.Chatbot(label=f"Chat with {engine.model_name}", height=460, sanitize_html=True,
@@ -150,7 +164,7 @@ def build(engine, state, concurrency: int) -> None:
     note = gr.Markdown("", elem_id="chat-note")
     with gr.Row():
         message = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=6,
-                             lines=1, max_lines=8, elem_id="chat-input")
+                             lines=1, max_lines=8, elem_id="chat-input", max_length=limits.max_input_chars)
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
         stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
     with gr.Row():
@@ -163,10 +177,11 @@ def build(engine, state, concurrency: int) -> None:
                    prefix="chat")
 
     reply = partial(stream_reply, engine)
-    gen = dict(concurrency_limit=concurrency, concurrency_id="generate")
+    gen = model_queue(concurrency)
+    add = partial(add_user, limits=limits)
     events = []
     for trigger in (message.submit, send.click):
-        ev = trigger(add_user, [state, message, mode, *params], [state, chatbot, message, note],
+        ev = trigger(add, [state, message, mode, *params], [state, chatbot, message, note],
                      api_name="chat_add" if trigger == send.click else False, show_progress="hidden")
         events.append(ev.success(reply, [state, mode, *params], [state, chatbot, note],
                                  api_name="chat_reply" if trigger == send.click else False, **gen))

@@ -1,7 +1,8 @@
 """``gpt-demo serve`` and ``gpt-demo spaces export``: registered by ``gpt_demo.cli`` (nothing heavy imported here).
 
-    gpt-demo serve                                  # http://127.0.0.1:7860, default model
-    gpt-demo serve --host 0.0.0.0 --auth me:secret  # on your network, with a password
+    gpt-demo serve                                  # http://127.0.0.1:7860, default model; its API at /v1
+    gpt-demo serve --api-only --api-key sk-local    # the OpenAI-compatible API alone, behind a key
+    gpt-demo serve --host 0.0.0.0 --auth ann:pw --admin me:secret  # on your network: a rater and an admin
     gpt-demo serve --model HuggingFaceTB/SmolLM2-360M-Instruct --quantize 4bit
     gpt-demo spaces export ./my-space               # a folder that runs as a Hugging Face Space
 """
@@ -15,15 +16,24 @@ import sys
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve_config import ServeConfig
 
-    serve = ServeConfig.from_settings(host=args.host, port=args.port, auth=args.auth, share=args.share,
-                                      concurrency=args.concurrency)  # validated before the slow load
+    # checked before the slow load
+    serve = ServeConfig.from_settings(host=args.host, port=args.port, auth=args.auth, admin=args.admin,
+                                      share=args.share, concurrency=args.concurrency, api=not args.no_api,
+                                      api_keys=args.api_keys, admin_api_keys=args.admin_api_keys)
+    if args.api_only and args.no_api:
+        raise ValueError("--api-only and --no-api are not allowed together; choose one")
     from ..api import load_engine
-    from .app import build_app, launch
 
     print("Loading model...", file=sys.stderr, flush=True)
     engine = load_engine(model=args.model, quantize=args.quantize, device=args.device, adapter=args.adapter,
                          reward_model=args.reward_model)
-    app = build_app(engine, serve=serve)
+    if args.api_only:
+        from ..server.__main__ import run_api
+
+        return run_api(engine, serve)
+    from .app import build_app, launch
+
+    app = build_app(engine, serve=serve)  # the roles of serve: raters, admins, open on your own machine
     launch(app, serve, block=True)
     return 0
 
@@ -38,19 +48,34 @@ def cmd_spaces_export(args: argparse.Namespace) -> int:
 
 
 def register(add) -> None:
-    from ..cli import _add_model_flags
+    from ..flags import add_model_flags
 
     p = add("serve", cmd_serve, "Start the web app (chat, rank, explain, embeddings, moderation, train).")
     p.add_argument("--host", help="interface to bind (default $GPT_DEMO_HOST or 127.0.0.1; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, help="port (default $GPT_DEMO_PORT or 7860; 0 picks a free one)")
-    p.add_argument("--auth", metavar="USER:PASSWORD", help="require this login (default $GPT_DEMO_AUTH)")
+    p.add_argument("--auth", metavar="USER:PASSWORD", action="append",
+                   help="a rater's login: chat, rank, vote (repeatable; default $GPT_DEMO_AUTH, comma-separated)")
+    p.add_argument("--admin", metavar="USER:PASSWORD", action="append",
+                   help="an admin's login: also export, train, delete adapters, see paths (repeatable; default "
+                        "$GPT_DEMO_ADMIN). Exposed without one, Export and Train are off")
     p.add_argument("--share", action="store_true", help="open a public gradio.live link (needs internet)")
-    p.add_argument("--concurrency", type=int, default=None, help="generations run at once; others queue (default 2)")
-    _add_model_flags(p)
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="model jobs run at once; others queue (default $GPT_DEMO_CONCURRENCY or 2)")
+    p.add_argument("--api-key", dest="api_keys", action="append", default=None, metavar="KEY",
+                   help="a key REST clients send as 'Authorization: Bearer KEY' (repeatable; default "
+                        "$GPT_DEMO_API_KEYS; none: the API is open, like the page)")
+    p.add_argument("--admin-api-key", dest="admin_api_keys", action="append", default=None, metavar="KEY",
+                   help="a REST key that may also delete models (repeatable; default $GPT_DEMO_ADMIN_API_KEYS)")
+    api = p.add_mutually_exclusive_group()
+    api.add_argument("--api-only", action="store_true",
+                     help="serve only the OpenAI-compatible API at /v1 (no web page)")
+    api.add_argument("--no-api", action="store_true", help="serve only the web page (no /v1 routes)")
+    add_model_flags(p)
 
     sp = add("spaces", lambda args: sp.print_help() or 0, "Hugging Face Spaces: export a folder that runs as a Space.")
     ssub = sp.add_subparsers(dest="spaces_command", metavar="SUBCOMMAND")
-    ep = ssub.add_parser("export", help="Write app.py, requirements.txt and README.md (front matter) to DIRECTORY.")
+    ep = ssub.add_parser("export", help="Write a self-contained Space to DIRECTORY: app.py, README.md (front matter), "
+                                        "requirements.txt (the dependencies) and gpt_demo/ (the package itself).")
     ep.add_argument("directory", help="folder to write (created if missing)")
     ep.add_argument("--force", action="store_true", help="overwrite files that are already there")
     ep.set_defaults(func=cmd_spaces_export)

@@ -1,9 +1,14 @@
-"""The Embeddings tab: paste texts, see them as a scatter plot, search them, try analogies."""
+"""The Embeddings tab: paste texts, see them as a scatter plot, search them, try analogies.
+
+An event cannot pick its queue by an input's value, so every event here joins the shared
+model queue (``web.queues``): with ``embedder="chat"`` they run the chat model.
+"""
 
 from __future__ import annotations
 
 from functools import partial
 
+from .queues import model_queue
 from .render import error_text
 from .values import as_int
 
@@ -65,8 +70,11 @@ def run_analogy(engine, a: str, b: str, c: str, vocabulary: str, embedder: str):
     return pd.DataFrame({"answer": [h.text for h in hits], "cosine": [round(h.score, 4) for h in hits]})
 
 
-def build(engine) -> dict:
+def build(engine, concurrency: int = 2) -> dict:
+    """The tab inside the current ``gr.Tab``; every event joins the model queue of ``concurrency``."""
     import gradio as gr
+
+    queue = model_queue(concurrency)
 
     with gr.Row():
         with gr.Column(scale=2):
@@ -96,8 +104,10 @@ def build(engine) -> dict:
             answers = gr.Dataframe(label="Answers", interactive=False)
 
     plot = partial(plot_points, engine)
-    plot_btn.click(plot, [texts, embedder, method], [scatter, status], api_name="embed_plot")
-    search_btn.click(partial(search_texts, engine), [texts, query, top_k, embedder], [hits], api_name="embed_search")
-    query.submit(partial(search_texts, engine), [texts, query, top_k, embedder], [hits], api_name=False)
-    analogy_btn.click(partial(run_analogy, engine), [a, b, c, vocabulary, embedder], [answers], api_name="embed_analogy")
-    return {"load": [(plot, [texts, embedder, method], [scatter, status])]}
+    plot_btn.click(plot, [texts, embedder, method], [scatter, status], api_name="embed_plot", **queue)
+    search_btn.click(partial(search_texts, engine), [texts, query, top_k, embedder], [hits], api_name="embed_search",
+                     **queue)
+    query.submit(partial(search_texts, engine), [texts, query, top_k, embedder], [hits], api_name=False, **queue)
+    analogy_btn.click(partial(run_analogy, engine), [a, b, c, vocabulary, embedder], [answers], api_name="embed_analogy",
+                      **queue)
+    return {"load": [(plot, [texts, embedder, method], [scatter, status], queue)]}

@@ -1,9 +1,14 @@
-"""The Explain tab: the next-token distribution (live temperature, step by step) and attention heatmaps."""
+"""The Explain tab: the next-token distribution (live temperature, step by step) and attention heatmaps.
+
+Every event here runs the model, so all of them join the shared model queue (``web.queues``);
+the engine's limits refuse an over-long text before it waits for a lock or a forward pass.
+"""
 
 from __future__ import annotations
 
 from functools import partial
 
+from .queues import model_queue
 from .render import error_text
 from .values import as_float, as_int, optional_int
 from .session import WebSession, ensure
@@ -17,8 +22,16 @@ def show_token(token: str) -> str:
     return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
 
 
+def clip_note(clipped: int, engine) -> str:
+    """What to say when the text was longer than the context window (and clipped to its end)."""
+    if not clipped:
+        return ""
+    return (f" The text is longer than the {engine.context_window}-token context window: its first {clipped} "
+            "tokens were left out (GPT_DEMO_INSPECT_TOKENS=refuse refuses such text instead).")
+
+
 def distribution_table(engine, text: str, temperature: float, top_k: int):
-    """(DataFrame for the table and the bar chart, choices for the "take this token" box)."""
+    """(DataFrame for the table and the bar chart, choices for the "take this token" box, tokens clipped)."""
     import pandas as pd
 
     rows = engine.next_tokens(text, top_k=as_int("rows", top_k, 1, 100), temperature=as_float("temperature", temperature, 0, 2))
@@ -30,7 +43,7 @@ def distribution_table(engine, text: str, temperature: float, top_k: int):
         "token_id": [r.token_id for r in rows],
     })
     choices = [(f"{show_token(r.token)}  ({r.prob:.1%})", r.token_id) for r in rows]
-    return df, choices
+    return df, choices, getattr(rows, "clipped_tokens", 0)
 
 
 def show_distribution(engine, session: WebSession | None, text: str, temperature, top_k):
@@ -39,12 +52,13 @@ def show_distribution(engine, session: WebSession | None, text: str, temperature
 
     session = ensure(session)
     try:
-        df, choices = distribution_table(engine, text, temperature, top_k)
+        df, choices, clipped = distribution_table(engine, text, temperature, top_k)
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
     session.explain_text = text
     top = df.iloc[0]
-    status = f"Most likely next token: **{top['token'].split('. ', 1)[1]}** ({top['probability']:.1%}) at temperature {temperature}."
+    status = (f"Most likely next token: **{top['token'].split('. ', 1)[1]}** ({top['probability']:.1%}) at "
+              f"temperature {temperature}.{clip_note(clipped, engine)}")
     return session, df.drop(columns=["token_id"]), df[["token", "probability"]], gr.update(choices=choices, value=None), status
 
 
@@ -116,14 +130,21 @@ def find_heads(engine, text: str, token: str, target: str):
                          "weight": [round(r[2], 3) for r in rows]})
 
 
-def build(engine, state) -> None:
+def build(engine, state, concurrency: int = 2) -> dict:
+    """The tab inside the current ``gr.Tab``; every event joins the model queue of ``concurrency``."""
     import gradio as gr
+
+    from ..limits import current_limits
+
+    max_chars = (getattr(engine, "limits", None) or current_limits()).max_input_chars
+    queue = model_queue(concurrency)
 
     cfg = engine.loaded.model.config
     n_layers, n_heads = int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
     with gr.Tabs():
         with gr.Tab("Next token"):
-            text = gr.Textbox(DEFAULT_TEXT, label="Text (raw, no chat template)", lines=2, elem_id="explain-text")
+            text = gr.Textbox(DEFAULT_TEXT, label="Text (raw, no chat template)", lines=2, elem_id="explain-text",
+                              max_length=max_chars)
             with gr.Row():
                 temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="temperature",
                                         info="Reshapes the same logits: low sharpens, high flattens.")
@@ -138,7 +159,7 @@ def build(engine, state) -> None:
                 seed = gr.Textbox("", label="seed (blank: random)", scale=1)
                 step = gr.Button("Step: append a token", variant="primary", scale=2, elem_id="explain-step")
         with gr.Tab("Attention"):
-            a_text = gr.Textbox(ATTENTION_EXAMPLE, label="A short sentence", lines=1)
+            a_text = gr.Textbox(ATTENTION_EXAMPLE, label="A short sentence", lines=1, max_length=max_chars)
             with gr.Row():
                 default_layer = 13 if n_layers > 13 else n_layers - 1  # 13/8: "it" -> "animal" in SmolLM2-135M
                 layer = gr.Slider(0, n_layers - 1, value=default_layer, step=1, label="layer")
@@ -155,11 +176,12 @@ def build(engine, state) -> None:
     show = partial(show_distribution, engine)
     outs = [state, table, chart, choice, status]
     for trigger in (text.submit, temperature.change, top_k.change):
-        trigger(show, [state, text, temperature, top_k], outs, api_name=False, show_progress="hidden")
+        trigger(show, [state, text, temperature, top_k], outs, api_name=False, show_progress="hidden", **queue)
     step.click(partial(take_step, engine), [state, text, temperature, top_k, choice, seed], [text, *outs],
-               api_name="explain_step")
+               api_name="explain_step", **queue)
     attn = partial(show_attention, engine)
     for trigger in (a_text.submit, layer.release, head.change, token.submit):
-        trigger(attn, [a_text, layer, head, token], [heatmap, reading], api_name=False)
-    find.click(partial(find_heads, engine), [a_text, token, target], [heads], api_name="attention_heads")
-    return {"load": [(show, [state, text, temperature, top_k], outs), (attn, [a_text, layer, head, token], [heatmap, reading])]}
+        trigger(attn, [a_text, layer, head, token], [heatmap, reading], api_name=False, **queue)
+    find.click(partial(find_heads, engine), [a_text, token, target], [heads], api_name="attention_heads", **queue)
+    return {"load": [(show, [state, text, temperature, top_k], outs, queue),
+                     (attn, [a_text, layer, head, token], [heatmap, reading], queue)]}

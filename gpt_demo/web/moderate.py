@@ -58,12 +58,14 @@ CSS = """
 def build() -> dict:
     import gradio as gr
 
+    from ..limits import current_limits
     from ..moderation import CATEGORIES
 
     shipped = shipped_thresholds()
     with gr.Row():
         with gr.Column(scale=2):
-            text = gr.Textbox(EXAMPLE, label="Text", lines=4, elem_id="moderation-text")
+            text = gr.Textbox(EXAMPLE, label="Text", lines=4, elem_id="moderation-text",
+                              max_length=current_limits().max_input_chars)  # the server checks it too
             check = gr.Button("Check", variant="primary", elem_id="moderation-check")
             with gr.Accordion("Thresholds (a category is flagged at or above its threshold)", open=False):
                 sliders = [gr.Slider(0, 1, value=round(shipped[c], 4), step=0.0001, label=c) for c in CATEGORIES]

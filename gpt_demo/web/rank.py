@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..feedback.pairs import MAX_K, MIN_K
 from .params_panel import panel, to_params
+from .queues import model_queue
 from .render import error_text
 from .values import as_int
 from .session import WebSession, ensure
@@ -43,15 +44,34 @@ def _check_prompt(prompt: str) -> str:
 
 
 def sample_answers(engine, prompt: str, params) -> list[str]:
-    """``params.n`` answers to ``prompt``, sampled in one batched decode (``to_params(..., n=k)`` sets n)."""
+    """``params.n`` answers to ``prompt``, sampled in one batched decode (``to_params(..., n=k)`` sets n).
+
+    An answer the model ended at once is "" here: the page shows EMPTY_ANSWER as the box's placeholder,
+    never as its text, so the placeholder cannot be stored as if the model had written it.
+    """
     completion = engine.chat(prompt, params)
-    return [choice.text.strip() or "(empty answer)" for choice in completion.choices]
+    return [choice.text.strip() for choice in completion.choices]
+
+
+EMPTY_ANSWER = "(empty answer)"
+
+
+def _empty_note(answers) -> str:
+    empty = [str(i + 1) for i, a in enumerate(answers) if not a]
+    if not empty:
+        return ""
+    return (f" Answer {', '.join(empty)} came back empty (the model stopped at once): generate again, "
+            "or type an answer yourself (it is then stored as written by you).")
 
 
 def stats_text(store) -> str:
+    """The store's counts, for everyone (its path is for admins: ``store_path_text``)."""
     counts = store.counts()
-    return (f"**{counts['rankings']}** rankings · **{counts['pairs']}** preference pairs stored "
-            f"in `{store.path}`")
+    return f"**{counts['rankings']}** rankings · **{counts['pairs']}** preference pairs stored"
+
+
+def store_path_text(store) -> str:
+    return f"The rankings store is `{store.path}`."
 
 
 def generate_candidates(engine, session: WebSession | None, prompt: str, k, *param_values):
@@ -69,6 +89,7 @@ def generate_candidates(engine, session: WebSession | None, prompt: str, k, *par
     status = f"{k} answers sampled at temperature {params.temperature}. Give each a different rank (1 = best) and submit."
     if params.temperature == 0:
         status += " Temperature 0 gives identical answers: raise it for a useful ranking."
+    status += _empty_note(answers)
     boxes = [gr.update(value=answers[i] if i < k else "", visible=i < k) for i in range(MAX_K)]
     ranks = [gr.update(value=None, visible=i < k) for i in range(MAX_K)]
     return session, *boxes, *ranks, status
@@ -122,6 +143,10 @@ def arena_generate(engine, session: WebSession | None, prompt: str, *param_value
         raise gr.Error(error_text(exc), print_exception=False) from None
     a, b = sample_answers(engine, prompt, params)
     session.arena, session.arena_prompt, session.arena_params = (a, b), prompt, params.to_dict()
+    if not a or not b:  # an empty answer cannot be stored; a vote on it would be refused
+        session.arena = None
+        empty = " and ".join(name for name, text in (("A", a), ("B", b)) if not text)
+        return session, a, b, f"{empty} came back empty (the model stopped at once): generate again to vote."
     return session, a, b, "Which answer is better?"
 
 
@@ -147,7 +172,10 @@ _EXPORT_DIR: list = []  # one folder per process; old files in it are removed on
 
 
 def export_pairs(store, format: str = "jsonl"):
-    """Write the preference pairs to a temporary file for download; returns its path."""
+    """Write the preference pairs to a temporary file for download; returns its path.
+
+    Admins only: the web event is ``gradio_fn(..., "export")``, so the check runs on the server.
+    """
     if not _EXPORT_DIR:
         _EXPORT_DIR.append(Path(tempfile.mkdtemp(prefix="gpt-demo-export-")))
     folder = _EXPORT_DIR[0]
@@ -159,10 +187,25 @@ def export_pairs(store, format: str = "jsonl"):
     return str(path)
 
 
-def build(engine, store, state, concurrency: int) -> None:
+def access_updates(store, access, user):
+    """On page load, per user: (export button, the note under it, the store's path for admins)."""
     import gradio as gr
 
-    gen = dict(concurrency_limit=concurrency, concurrency_id="generate")
+    can_export = access.allowed(user, "export")
+    note = "" if can_export else (access.locked_note() or access.refusal(user, "export"))
+    path = store_path_text(store) if access.allowed(user, "paths") else ""
+    return (gr.update(interactive=can_export), gr.update(value=note, visible=bool(note)),
+            gr.update(value=path, visible=bool(path)))
+
+
+def build(engine, store, state, concurrency: int, access=None) -> dict:
+    import gradio as gr
+
+    from .roles import Access, AccessHolder, gradio_fn
+
+    access = access or AccessHolder(Access())
+
+    gen = model_queue(concurrency)  # the budget shared with chat, Explain, embeddings, Compare, Train
     stats = gr.Markdown(stats_text(store), elem_id="rank-stats")
     with gr.Tabs():
         with gr.Tab("Rank k answers"):
@@ -178,7 +221,8 @@ def build(engine, store, state, concurrency: int) -> None:
                 for i in range(MAX_K):
                     with gr.Column(min_width=220):
                         boxes.append(gr.Textbox(label=f"Answer {i + 1}", lines=8, max_lines=16, interactive=True,
-                                                visible=i < 3, elem_id=f"rank-answer-{i}"))
+                                                visible=i < 3, elem_id=f"rank-answer-{i}",
+                                                placeholder=EMPTY_ANSWER))
                         ranks.append(gr.Dropdown([str(r) for r in range(1, MAX_K + 1)], value=None, label="Rank",
                                                  visible=i < 3, elem_id=f"rank-rank-{i}"))
             submit = gr.Button("Submit ranking", variant="primary", elem_id="rank-submit")
@@ -189,15 +233,18 @@ def build(engine, store, state, concurrency: int) -> None:
                              max_tokens_limit=min(engine.context_window, 1024))
             a_generate = gr.Button("Generate A and B", variant="primary")
             with gr.Row(equal_height=True):
-                answer_a = gr.Textbox(label="A", lines=8, interactive=False)
-                answer_b = gr.Textbox(label="B", lines=8, interactive=False)
+                answer_a = gr.Textbox(label="A", lines=8, interactive=False, placeholder=EMPTY_ANSWER)
+                answer_b = gr.Textbox(label="B", lines=8, interactive=False, placeholder=EMPTY_ANSWER)
             with gr.Row():
                 buttons = {v: gr.Button(label) for v, label in VERDICT_LABELS.items()}
             a_status = gr.Markdown("")
+    locked = access.access.locked_note()
     with gr.Row():
         fmt = gr.Radio(["jsonl", "parquet"], value="jsonl", label="Export format", scale=1)
-        export = gr.Button("Export preference pairs", scale=1)
+        export = gr.Button("Export preference pairs", scale=1, interactive=locked is None, elem_id="rank-export")
         download = gr.File(label="Download", scale=2)
+    export_note = gr.Markdown(locked or "", visible=locked is not None, elem_id="rank-export-note")
+    path_note = gr.Markdown("", visible=False, elem_id="rank-store-path")
 
     generate.click(partial(generate_candidates, engine), [state, prompt, k, *params], [state, *boxes, *ranks, status],
                    api_name="rank_generate", **gen)
@@ -210,4 +257,6 @@ def build(engine, store, state, concurrency: int) -> None:
     for verdict, button in buttons.items():
         button.click(partial(vote, store, engine, verdict=verdict), [state], [state, a_status, stats],
                      api_name=f"arena_{verdict}", concurrency_limit=None)
-    export.click(partial(export_pairs, store), [fmt], [download], api_name="export_pairs")
+    export.click(gradio_fn(partial(export_pairs, store), access, "export"), [fmt], [download], api_name="export_pairs")
+    load = gradio_fn(partial(access_updates, store), access, pass_user=True)
+    return {"load": [(load, None, [export, export_note, path_note])]}

@@ -7,12 +7,13 @@ the generator turns those reports into status text and a growing loss / reward /
 
 from __future__ import annotations
 
+import html
 import queue
 import threading
 import time
 from functools import partial
 
-from .engines import BASE
+from .queues import model_queue
 from .render import error_text
 from .values import as_float, as_int
 
@@ -23,9 +24,33 @@ KIND_HELP = {
     "dpo": "DPO from preference pairs: the rankings store or a JSONL file.",
     "ppo": "PPO against a reward adapter: a prompts file (one per line or JSONL with 'prompt').",
 }
+BASE = "(base model)"  # the Compare label of the app's own engine
 MAX_COMPARE = 4
-_RUNNING: dict[str, threading.Thread] = {}  # adapter name -> its training thread
+DEFAULT_STEPS = 40
+
+
+class Job:
+    """A running job: its worker thread, and the event that asks it to stop at its next step."""
+
+    def __init__(self, thread: threading.Thread, cancel: threading.Event | None = None):
+        self.thread, self.cancel = thread, cancel or threading.Event()
+
+
+_RUNNING: dict[str, Job] = {}  # adapter name -> its job: one job per adapter directory
 _RUNNING_LOCK = threading.Lock()
+
+
+def save_every(steps: int) -> int:
+    """Checkpoint interval of a web job: at least four checkpoints, so Stop then Train resumes near where it was."""
+    return max(1, steps // 4)
+
+
+def max_steps_limit(settings=None) -> int:
+    """The most steps a web job may ask for (``Settings.limits.max_train_steps``, GPT_DEMO_MAX_TRAIN_STEPS)."""
+    from ..limits import current_limits
+
+    limits = getattr(settings, "limits", None) or current_limits()
+    return limits.max_train_steps
 
 
 def adapter_table(settings=None):
@@ -45,8 +70,13 @@ def _metric_text(metrics: dict) -> str:
                      for k, v in metrics.items() if v is not None and not isinstance(v, (dict, list)))[:200]
 
 
-def _job_args(kind: str, source: str, upload, out: str, max_steps, learning_rate, beta, reward_adapter):
-    """(data, keyword config) for ``gpt_demo.api.train_<kind>``; ValueError names what is missing."""
+def _job_args(kind: str, source: str, upload, out: str, max_steps, learning_rate, beta, reward_adapter,
+              step_limit: int | None = None):
+    """(data, keyword config) for ``gpt_demo.api.train_<kind>``; ValueError names what is missing.
+
+    ``step_limit`` bounds the steps (default: the settings' ``max_train_steps``); the job checkpoints
+    every ``save_every(steps)`` steps.
+    """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not allowed; choose one of {', '.join(KINDS)}")
     if not out or not out.strip():
@@ -60,8 +90,13 @@ def _job_args(kind: str, source: str, upload, out: str, max_steps, learning_rate
         if not path:
             raise ValueError("file=None is not allowed; upload a JSONL file (or choose the rankings store)")
         data = path
-    config = {"max_steps": as_int("steps", max_steps, 1), "learning_rate": as_float("learning_rate", learning_rate, 0, 1),
-              "progress": False}
+    limit = step_limit or max_steps_limit()
+    try:
+        steps = as_int("steps", max_steps, 1, limit)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (GPT_DEMO_MAX_TRAIN_STEPS)") from None
+    config = {"max_steps": steps, "learning_rate": as_float("learning_rate", learning_rate, 0, 1),
+              "save_steps": save_every(steps), "progress": False}
     if kind in ("dpo", "ppo"):
         config["beta"] = as_float("beta", beta, 0, 10)
     if kind == "ppo":
@@ -83,13 +118,15 @@ def run_job(pool, settings, kind, source, upload, out, max_steps, learning_rate,
     from .. import api
 
     try:
-        data, config = _job_args(kind, source, upload, out, max_steps, learning_rate, beta, reward_adapter)
+        data, config = _job_args(kind, source, upload, out, max_steps, learning_rate, beta, reward_adapter,
+                                 step_limit=max_steps_limit(settings))
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
     name = out.strip()
     events: "queue.Queue[tuple]" = queue.Queue()
     points: list[dict] = []
-    cancel = threading.Event()
+    job = Job(None)
+    cancel = job.cancel
 
     def on_progress(step, total, metrics):
         if cancel.is_set():  # raised inside the trainer's callback: training stops at this step
@@ -107,12 +144,12 @@ def run_job(pool, settings, kind, source, upload, out, max_steps, learning_rate,
             with _RUNNING_LOCK:
                 _RUNNING.pop(name, None)
 
-    worker = threading.Thread(target=work, name=f"train-{kind}-{name}", daemon=True)
+    worker = job.thread = threading.Thread(target=work, name=f"train-{kind}-{name}", daemon=True)
     with _RUNNING_LOCK:  # one writer per adapter directory, even after Stop (it ends at its next step)
         if name in _RUNNING:
             raise gr.Error(f"out={name!r} is still training (a stopped job ends at its next step); "
                            "wait for it or choose another name", print_exception=False)
-        _RUNNING[name] = worker
+        _RUNNING[name] = job
     worker.start()
     try:
         yield from _watch(kind, events, points, pool, settings, progress)
@@ -134,7 +171,8 @@ def _watch(kind, events, points, pool, settings, progress=None):
     while True:
         try:
             event = events.get(timeout=1.0)
-        except queue.Empty:
+        except queue.Empty:  # yield now and then: Stop can close this generator only between yields
+            yield status, gr.update(), gr.update()
             continue
         if event[0] == "progress":
             _, step, total, metrics = event
@@ -153,39 +191,96 @@ def _watch(kind, events, points, pool, settings, progress=None):
             result = event[1]
             pool.forget(result.name)
             table, names = adapter_table(settings)
-            status = (f"Saved **{result.kind}** adapter **{result.name}** in {time.time() - started:.0f} s: "
+            resumed = result.metrics.get("resumed_from_step")
+            status = (f"Saved **{result.kind}** adapter **{result.name}** in {time.time() - started:.0f} s"
+                      f"{f' (resumed from the checkpoint at step {resumed})' if resumed else ''}: "
                       f"{_metric_text(result.metrics)}")
             yield status, pd.DataFrame(points, columns=["step", "value", "metric"]), table
             return
 
 
 def compare(pool, prompt: str, adapters: list[str], temperature, max_tokens):
-    """One answer per chosen model (the base and up to three adapters), in the same order."""
+    """One answer per chosen model (the base and up to three adapters), in the same order.
+
+    ``pool`` is the app's ``EngineCache`` (base pinned). A model that cannot load gets its error in
+    its box, a label that says so, and a warning; the other answers still show.
+    """
     import gradio as gr
 
     if not prompt or not prompt.strip():
         raise gr.Error("prompt='' is not allowed; type a prompt to compare on", print_exception=False)
+    try:
+        temperature, max_tokens = as_float("temperature", temperature, 0, 2), as_int("max_tokens", max_tokens, 1)
+    except ValueError as exc:
+        raise gr.Error(error_text(exc), print_exception=False) from None
     chosen = ([BASE] + [a for a in (adapters or []) if a != BASE])[:MAX_COMPARE]
+    settings = pool.settings()
+    from ..models.adapters import list_adapters
+
+    # Only saved adapters by name: the name comes from the browser or the API, and the loader
+    # would also take a directory path (a rater must not make the server load any folder).
+    known = sorted(a.name for a in list_adapters(settings))
     outs = []
     for name in chosen:
         try:
-            engine = pool.get(name)
-            text = engine.chat(prompt, temperature=as_float("temperature", temperature, 0, 2),
-                               max_tokens=as_int("max_tokens", max_tokens, 1), seed=0).text
-        except (ValueError, RuntimeError) as exc:
-            text = f"(could not load {name}: {error_text(exc)})"
+            if name != BASE and name not in known:
+                raise ValueError(f"adapter={name!r} not found; known: {', '.join(known) or 'none yet'}")
+            engine = pool.base if name == BASE else pool.with_adapter(name)
+        except (ValueError, RuntimeError, OSError) as exc:
+            # no server paths for visitors: the data directory is named as its variable
+            message = f"could not load {name}: {error_text(exc)}".replace(str(settings.home), "$GPT_DEMO_HOME")
+            gr.Warning(html.escape(message, quote=False))  # the modal renders HTML; the name may come from the API
+            outs.append(gr.update(value=f"({message})", label=f"{name} (not loaded)", visible=True))
+            continue
+        text = engine.chat(prompt, temperature=temperature, max_tokens=max_tokens, seed=0).text
         outs.append(gr.update(value=text, label=name, visible=True))
     outs += [gr.update(value="", visible=False)] * (MAX_COMPARE - len(outs))
     return outs
 
 
-def build(engine, store, state, *, pool=None, settings=None) -> dict:
+def delete(pool, settings, name):
+    """Delete adapter ``name`` (admins only: the web event is ``gradio_fn(..., "adapters")``)."""
     import gradio as gr
 
-    from .engines import EnginePool
+    from ..models.adapters import delete_adapter
 
-    pool = pool or EnginePool(engine, settings)
+    if not name:
+        raise gr.Error("adapter=None is not allowed; pick the adapter to delete", print_exception=False)
+    with _RUNNING_LOCK:
+        if name in _RUNNING:
+            raise gr.Error(f"adapter={name!r} is training; stop it and wait for it to end first",
+                           print_exception=False)
+        try:
+            delete_adapter(name, settings)
+        except (ValueError, FileNotFoundError) as exc:
+            raise gr.Error(error_text(exc), print_exception=False) from None
+    if pool is not None:
+        pool.forget(name)
+    return f"Deleted adapter **{name}**."
+
+
+def access_updates(access, user):
+    """On page load, per user: the Train and Delete buttons, and the note that says why they are off."""
+    import gradio as gr
+
+    can_train, can_delete = access.allowed(user, "train"), access.allowed(user, "adapters")
+    note = "" if can_train else (access.locked_note() or access.refusal(user, "train"))
+    return (gr.update(interactive=can_train), gr.update(interactive=can_delete),
+            gr.update(value=note, visible=bool(note)))
+
+
+def build(engine, store, state, *, pool=None, settings=None, access=None, concurrency: int = 2) -> dict:
+    import gradio as gr
+
+    from ..api import EngineCache
+    from .roles import Access, AccessHolder, gradio_fn
+
+    pool = pool or EngineCache(base=engine, settings=settings, progress=False)
+    access = access or AccessHolder(Access())
     table, names = adapter_table(settings)
+    limit = max_steps_limit(settings)
+    locked = access.access.locked_note()
+    lock_note = gr.Markdown(locked or "", visible=locked is not None, elem_id="train-locked")
     with gr.Row():
         with gr.Column(scale=2):
             kind = gr.Radio(list(KINDS), value="reward", label="Job", info=" · ".join(f"{k}: {v}" for k, v in KIND_HELP.items()))
@@ -193,18 +288,23 @@ def build(engine, store, state, *, pool=None, settings=None) -> dict:
             upload = gr.File(label="JSONL file", file_types=[".jsonl", ".txt", ".json"])
             out = gr.Textbox("my-adapter", label="Adapter name")
             with gr.Row():
-                max_steps = gr.Slider(1, 500, value=20, step=1, label="steps")
+                max_steps = gr.Slider(1, limit, value=min(DEFAULT_STEPS, limit), step=1, label="steps",
+                                      info="checkpoints every steps/4: Stop, then Train again with the same "
+                                           "name, resumes")
                 learning_rate = gr.Number(2e-4, label="learning rate")
             with gr.Row():
                 beta = gr.Slider(0.0, 1.0, value=0.1, step=0.01, label="beta (DPO / PPO KL leash)")
                 reward_adapter = gr.Dropdown([n for n in names], value=None, label="reward adapter (PPO)")
-            start = gr.Button("Train", variant="primary", elem_id="train-start")
+            start = gr.Button("Train", variant="primary", elem_id="train-start", interactive=locked is None)
             stop = gr.Button("Stop (resumable: train again with the same name)", variant="stop")
         with gr.Column(scale=3):
             status = gr.Markdown("", elem_id="train-status")
             curve = gr.LinePlot(x="step", y="value", color="metric", label="Loss / reward / KL", height=320)
             adapters = gr.Dataframe(table, label="Adapters", interactive=False)
-            refresh = gr.Button("Refresh", size="sm")
+            with gr.Row():
+                refresh = gr.Button("Refresh", size="sm")
+                doomed = gr.Dropdown(names, value=None, label="adapter to delete", scale=2, allow_custom_value=True)
+                remove = gr.Button("Delete", size="sm", variant="stop", interactive=locked is None)
     gr.Markdown("### Base model and adapters, side by side")
     with gr.Row():
         prompt = gr.Textbox("How do I apologise to a friend I upset?", label="Prompt", scale=3)
@@ -213,6 +313,7 @@ def build(engine, store, state, *, pool=None, settings=None) -> dict:
         temperature = gr.Slider(0, 2, value=0.0, step=0.05, label="temperature")
         max_tokens = gr.Slider(8, 256, value=64, step=8, label="max tokens")
         go = gr.Button("Compare", variant="primary")
+    memory = gr.Markdown(pool.summary(), elem_id="train-memory")  # adapters loaded for Compare cost memory
     with gr.Row(equal_height=True):
         answers = [gr.Textbox(label=BASE if i == 0 else f"adapter {i}", lines=8, interactive=False, visible=i == 0)
                    for i in range(MAX_COMPARE)]
@@ -221,18 +322,24 @@ def build(engine, store, state, *, pool=None, settings=None) -> dict:
         yield from run_job(pool, settings, kind, source, upload, out, max_steps, learning_rate, beta, reward_adapter,
                            progress=progress)
 
-    job = start.click(train_job, [kind, source, upload, out, max_steps, learning_rate, beta, reward_adapter],
+    job = start.click(gradio_fn(train_job, access, "train"),
+                      [kind, source, upload, out, max_steps, learning_rate, beta, reward_adapter],
                       [status, curve, adapters],
-                      api_name="train", concurrency_limit=1, concurrency_id="train")
+                      api_name="train", **model_queue(concurrency))
     stop.click(None, None, None, cancels=[job], api_name=False)
 
     def refreshed():
         t, n = adapter_table(settings)
-        return t, gr.update(choices=n), gr.update(choices=n)
+        return t, gr.update(choices=n), gr.update(choices=n), gr.update(choices=n, value=None)
 
-    refresh.click(refreshed, None, [adapters, reward_adapter, chosen], api_name=False)
-    job.then(refreshed, None, [adapters, reward_adapter, chosen], api_name=False)
-    # Its own queue: a limit of 1 in the shared "generate" group would lower the chat's limit too.
-    go.click(partial(compare, pool), [prompt, chosen, temperature, max_tokens], answers, api_name="compare",
-             concurrency_limit=1, concurrency_id="compare")
-    return {}
+    lists = [adapters, reward_adapter, chosen, doomed]
+    refresh.click(refreshed, None, lists, api_name=False)
+    job.then(refreshed, None, lists, api_name=False)
+    removed = remove.click(gradio_fn(partial(delete, pool, settings), access, "adapters"), [doomed], [status],
+                           api_name="delete_adapter")
+    removed.success(refreshed, None, lists, api_name=False)
+    # Compare and Train run the model: they count against the same budget as chat (web.queues).
+    compared = go.click(partial(compare, pool), [prompt, chosen, temperature, max_tokens], answers, api_name="compare",
+                        **model_queue(concurrency))
+    compared.then(pool.summary, None, memory, api_name=False, show_progress="hidden")
+    return {"load": [(gradio_fn(access_updates, access, pass_user=True), None, [start, remove, lock_note])]}
