@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ..sqlite_util import open_file
 from .migrations import migrate
 from .pairs import check_candidates, check_ranks, expand_ranking, verdict_ranks
 
@@ -106,11 +107,7 @@ class FeedbackStore:
             return self._memory
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; safe with WAL
-            db.execute("PRAGMA foreign_keys=ON")
-            self._local.db = db
+            db = self._local.db = open_file(self.path, foreign_keys=True)
         return db
 
     # -- writing ------------------------------------------------------------------

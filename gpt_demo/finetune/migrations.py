@@ -14,7 +14,7 @@ Never edit or reorder a migration that has shipped: add a new one at the end. Th
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from ..sqlite_util import apply_migrations
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -78,29 +78,6 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
-def _statements(sql: str) -> list[str]:
-    """Split a migration into statements (comments dropped; migrations hold no quoted semicolons)."""
-    code = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
-    return [stmt.strip() for stmt in code.split(";") if stmt.strip()]
-
-
 def migrate(db: sqlite3.Connection) -> int:
     """Apply the migrations ``db`` has not seen yet, in one ``BEGIN IMMEDIATE`` transaction; return how many ran."""
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-        ran = 0
-        for name, sql in MIGRATIONS:
-            if name in done:
-                continue
-            for stmt in _statements(sql):
-                db.execute(stmt)
-            db.execute("INSERT INTO _migrations(name, applied_at) VALUES (?, ?)",
-                       (name, datetime.now(timezone.utc).isoformat()))
-            ran += 1
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    return ran
+    return apply_migrations(db, MIGRATIONS)

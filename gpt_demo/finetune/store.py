@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..sqlite_util import open_file
 from .migrations import migrate
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -79,10 +80,7 @@ class FineTuneStore:
             return self._memory
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
+            db = self._local.db = open_file(self.path)
         return db
 
     def _rows(self, sql: str, args=()) -> list[sqlite3.Row]:
