@@ -59,3 +59,42 @@ def open_file(path, *, foreign_keys: bool = False) -> sqlite3.Connection:
     if foreign_keys:
         db.execute("PRAGMA foreign_keys=ON")
     return db
+
+
+class Connections:
+    """One connection per thread to ``path`` (sqlite3's rule), or one shared one for ``":memory:"``.
+
+        >>> c = Connections(":memory:")
+        >>> c.get() is c.get()
+        True
+    """
+
+    def __init__(self, path, *, foreign_keys: bool = False):
+        import threading
+        from pathlib import Path
+
+        self.path = str(path)
+        self.foreign_keys = foreign_keys
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._memory: sqlite3.Connection | None = None  # ":memory:" is one database only through one connection
+
+    def get(self) -> sqlite3.Connection:
+        if self.path == ":memory:":
+            if self._memory is None:
+                self._memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                if self.foreign_keys:
+                    self._memory.execute("PRAGMA foreign_keys=ON")
+            return self._memory
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = open_file(self.path, foreign_keys=self.foreign_keys)
+        return db
+
+    def close(self) -> None:
+        """Close this thread's connection (the next ``get`` opens a new one)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None

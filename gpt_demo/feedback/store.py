@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..sqlite_util import open_file
+from ..sqlite_util import Connections
 from .migrations import migrate
 from .pairs import check_candidates, check_ranks, expand_ranking, verdict_ranks
 
@@ -84,10 +84,7 @@ class FeedbackStore:
 
     def __init__(self, path: Path | str):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._memory: sqlite3.Connection | None = None  # ":memory:" is one connection shared by all
+        self._connections = Connections(self.path, foreign_keys=True)
         self._lock = threading.Lock()
         db = self._connect()
         migrate(db)
@@ -101,14 +98,7 @@ class FeedbackStore:
         return cls(default_path((settings or Settings.from_env()).home))
 
     def _connect(self) -> sqlite3.Connection:
-        if self.path == ":memory:":
-            if self._memory is None:
-                self._memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-            return self._memory
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = open_file(self.path, foreign_keys=True)
-        return db
+        return self._connections.get()
 
     # -- writing ------------------------------------------------------------------
     def add_ranking(
@@ -225,10 +215,7 @@ class FeedbackStore:
         return Dataset.from_dict({key: [p[key] for p in pairs] for key in ("prompt", "chosen", "rejected")})
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self._connections.close()
 
 
 def _fill_hashes(db: sqlite3.Connection) -> None:

@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..sqlite_util import open_file
+from ..sqlite_util import Connections
 from .migrations import migrate
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -59,10 +59,7 @@ class FineTuneStore:
     def __init__(self, path, files_dir: Path | str | None):
         self.path = str(path)
         self.files_dir = Path(files_dir) if files_dir is not None else None
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._memory: sqlite3.Connection | None = None
+        self._connections = Connections(self.path)
         self._lock = threading.RLock()
         migrate(self._db())
 
@@ -74,14 +71,7 @@ class FineTuneStore:
         return cls(default_path(home), home / "files")
 
     def _db(self) -> sqlite3.Connection:
-        if self.path == ":memory:":
-            if self._memory is None:
-                self._memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-            return self._memory
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = open_file(self.path)
-        return db
+        return self._connections.get()
 
     def _rows(self, sql: str, args=()) -> list[sqlite3.Row]:
         with self._lock:
@@ -212,25 +202,23 @@ class FineTuneStore:
 
     def events(self, job_id: str, *, after: str | None = None, limit: int = 20) -> tuple[list[dict], bool]:
         """(events newest first, has_more), as OpenAI lists them."""
-        where, args = "job_id = ?", [job_id]
-        if after:
-            where += " AND seq < COALESCE((SELECT seq FROM events WHERE id = ?), 1e18)"
-            args.append(after)
-        rows = self._rows(f"SELECT * FROM events WHERE {where} ORDER BY seq DESC LIMIT ?", (*args, limit + 1))
-        return [_event_object(r) for r in rows[:limit]], len(rows) > limit
+        return self._page("events", _event_object, job_id, after, limit)
 
     def add_checkpoint(self, job_id: str, step: int, metrics: dict, model: str) -> None:
         self._write("INSERT INTO checkpoints(id, job_id, created_at, step, metrics, model) VALUES (?, ?, ?, ?, ?, ?)",
                     (new_id("ftckpt"), job_id, now(), step, _json(metrics), model))
 
     def checkpoints(self, job_id: str, *, after: str | None = None, limit: int = 10) -> tuple[list[dict], bool]:
+        return self._page("checkpoints", _checkpoint_object, job_id, after, limit)
+
+    def _page(self, table: str, to_object, job_id: str, after: str | None, limit: int) -> tuple[list[dict], bool]:
+        """A job's rows of ``table`` (events | checkpoints) newest first, after the cursor ``after``; has_more."""
         where, args = "job_id = ?", [job_id]
         if after:
-            where += " AND seq < COALESCE((SELECT seq FROM checkpoints WHERE id = ?), 1e18)"
+            where += f" AND seq < COALESCE((SELECT seq FROM {table} WHERE id = ?), 1e18)"
             args.append(after)
-        rows = self._rows(f"SELECT * FROM checkpoints WHERE {where} ORDER BY seq DESC LIMIT ?", (*args, limit + 1))
-        return [_checkpoint_object(r) for r in rows[:limit]], len(rows) > limit
-
+        rows = self._rows(f"SELECT * FROM {table} WHERE {where} ORDER BY seq DESC LIMIT ?", (*args, limit + 1))
+        return [to_object(r) for r in rows[:limit]], len(rows) > limit
 
 def _alive(pid) -> bool:
     if not pid:
