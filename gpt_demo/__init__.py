@@ -9,6 +9,11 @@ Importing this package is instant: torch and transformers load on first use.
 """
 
 __version__ = "0.1.0"
+
+from .config import set_thread_runtime_defaults as _thread_defaults
+
+_thread_defaults()  # before torch loads: OpenMP reads them once (see config.THREAD_RUNTIME_DEFAULTS)
+del _thread_defaults
 __all__ = ["load_engine", "Engine", "GenerationParams", "Conversation", "__version__"]
 
 

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from typing import Iterator, Union
 
 from .chat import Conversation, RenderedPrompt
@@ -31,11 +33,15 @@ Messages = Union[str, list, Conversation]
 class Engine:
     """A loaded model plus everything you can do with it. Build one with ``load_engine``."""
 
-    def __init__(self, loaded: LoadedModel, defaults: GenerationParams | None = None, limits: Limits | None = None):
+    def __init__(self, loaded: LoadedModel, defaults: GenerationParams | None = None, limits: Limits | None = None,
+                 batching: bool = True):
         self.loaded = loaded
         self.defaults = defaults or GenerationParams()
         self.limits = limits if limits is not None else current_limits()  # per-request bounds (GPT_DEMO_MAX_*)
         self.reward_model = None  # when set, best_of candidates are ranked by reward
+        self._scheduler = None
+        self.batching = batching  # False: one decode loop per request (Settings.batching, GPT_DEMO_BATCHING=0)
+        self._scheduler_lock = threading.Lock()
 
     def use_reward_model(self, reward_model) -> "Engine":
         """Rank ``best_of`` candidates with ``reward_model`` (a name or ``RewardModel``; None: log-probability)."""
@@ -64,6 +70,8 @@ class Engine:
             "source": f"{self.loaded.source.kind}:{self.loaded.source.location}",
             "device": self.loaded.device,
             "quantization": self.loaded.quantization,
+            "decode": self.loaded.describe_decode(),
+            "batching": self._describe_batching(),
             "adapter": self.loaded.adapter,
             "reward_model": getattr(self.reward_model, "name", None),
             "context_window": self.context_window,
@@ -122,21 +130,55 @@ class Engine:
         prefix = params.inject_start_text
         return lambda texts: self.reward_model.score([messages] * len(texts), [prefix + t for t in texts])
 
-    def _run(self, rendered: RenderedPrompt, params: GenerationParams, rank_by=None) -> Completion:
-        from .generation.decoding import decode, run_to_end
+    def _describe_batching(self) -> str:
+        if self.loaded.lean is None:
+            return "one decode loop per request (continuous batching needs the lean CPU path)"
+        if not self.batching:
+            return "off (GPT_DEMO_BATCHING=0): one decode loop per request"
+        c = self.scheduler.config
+        return (f"continuous: up to {c.max_batch} sequences per step, {c.max_queue} may wait, "
+                f"{c.max_batch_tokens} tokens reserved at most, prompts read {c.prefill_chunk} tokens per step")
 
-        completion = run_to_end(decode(self.loaded, rendered.ids, params, rank_by=rank_by))
+    @property
+    def scheduler(self):
+        """The one scheduler that batches this model's requests (None where it runs one decode per request)."""
+        if self.loaded.lean is None or not self.batching:
+            return None
+        with self._scheduler_lock:
+            if self._scheduler is None:
+                from .generation.scheduler import Scheduler, SchedulerConfig
+
+                self._scheduler = Scheduler(self.loaded, SchedulerConfig.from_limits(self.limits))
+            return self._scheduler
+
+    def generate(self, prompt_ids: list[int], params: GenerationParams, *, rank_by=None, ignore_eos: bool = False):
+        """Tokens for ``prompt_ids``: a generator of ``Delta`` returning the ``Completion`` (``decoding.decode``'s).
+
+        On the lean path the request joins the model's running batch (``generation.scheduler``);
+        otherwise it runs its own decode loop. Every front-end generates through here.
+        """
+        from .generation.decoding import decode
+
+        scheduler = self.scheduler
+        if scheduler is not None:
+            return scheduler.generate(prompt_ids, params, rank_by=rank_by, ignore_eos=ignore_eos)
+        return decode(self.loaded, prompt_ids, params, rank_by=rank_by, ignore_eos=ignore_eos)
+
+    def _run(self, rendered: RenderedPrompt, params: GenerationParams, rank_by=None) -> Completion:
+        from .generation.decoding import run_to_end
+
+        completion = run_to_end(self.generate(rendered.ids, params, rank_by=rank_by))
         completion.truncated_messages = rendered.dropped_messages
         for choice in completion.choices:
             choice.text = params.inject_start_text + choice.text + params.inject_restart_text
         return completion
 
     def _stream(self, rendered: RenderedPrompt, params: GenerationParams, rank_by=None) -> Iterator[str]:
-        from .generation.decoding import decode, run_to_end, stream_text
+        from .generation.decoding import run_to_end, stream_text
 
         if params.inject_start_text:
             yield params.inject_start_text
-        gen = decode(self.loaded, rendered.ids, params, rank_by=rank_by)
+        gen = self.generate(rendered.ids, params, rank_by=rank_by)
         if params.candidates > 1:  # the winner is known only at the end
             yield run_to_end(gen).text
         else:
@@ -278,19 +320,22 @@ def load_engine(
     defaults: GenerationParams | None = None,
     adapter: str | None = None,
     reward_model: str | None = None,
+    decode: str | None = None,
 ) -> Engine:
     """Load a model (default: SmolLM2-135M-Instruct from its package) and wrap it in an ``Engine``.
 
     Arguments left as None come from ``settings`` (default: the ``GPT_DEMO_*`` environment).
     ``adapter`` names a trained LoRA adapter (``gpt-demo adapters``) to chat with; ``reward_model``
     names a reward adapter that then ranks ``best_of`` candidates instead of log-probability.
+    ``decode`` (auto | int4 | bf16 | float, default ``settings.decode``) chooses the weights generation
+    runs on; ``describe()["decode"]`` says which it got and why.
     """
     from .models.loading import load_model
 
     settings = settings or Settings.from_env()
     cfg = LoadConfig.from_settings(settings, model=model, quantize=quantize, device=device, progress=progress,
-                                   adapter=adapter)
-    engine = Engine(load_model(cfg), defaults=defaults, limits=settings.limits)
+                                   adapter=adapter, decode=decode)
+    engine = Engine(load_model(cfg), defaults=defaults, limits=settings.limits, batching=settings.batching)
     if reward_model:
         engine.use_reward_model(load_reward_model(reward_model, settings=settings, device=engine.loaded.device))
     return engine

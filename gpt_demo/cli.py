@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -345,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if getattr(args, "decode", None):
+        # Process-wide, like the other GPT_DEMO_* settings: engines loaded later (other adapters in
+        # the web app's cache, the API's models) take the same path as the first one.
+        os.environ["GPT_DEMO_DECODE"] = args.decode
     try:
         return args.func(args)
     except (ValueError, RuntimeError) as exc:

@@ -21,6 +21,23 @@ from .limits import Limits
 DEFAULT_MODEL = "smollm2-135m-instruct"
 QUANTIZE_CHOICES = ("none", "8bit", "4bit")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DECODE_CHOICES = ("auto", "int4", "bf16", "float")
+
+
+# OpenMP (libgomp, PyTorch's CPU thread pool) gives each thread that runs torch ops its own team of
+# workers, and once there are more of them than cores it stops its workers spinning between two
+# parallel regions: every one of the ~150 kernels of a decode step then waits for sleeping workers
+# to wake. The scheduler decodes in its own thread, so beside the main thread's team that halved
+# decode speed (52 vs 104 tokens/s here, in one run). Spinning for a bounded while (about a
+# millisecond, then sleeping) keeps the working team fast and lets an idle one yield its core.
+THREAD_RUNTIME_DEFAULTS = {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "300000"}
+
+
+def set_thread_runtime_defaults(env=None) -> None:
+    """Put ``THREAD_RUNTIME_DEFAULTS`` into the environment unless already set (before torch is imported)."""
+    env = os.environ if env is None else env
+    for key, value in THREAD_RUNTIME_DEFAULTS.items():
+        env.setdefault(key, value)
 
 
 def check_choice(field_name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -48,6 +65,22 @@ class Settings:
     )
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda (GPT_DEMO_DEVICE)."})
     quantize: str = field(default="none", metadata={"help": "none | 8bit | 4bit (GPT_DEMO_QUANTIZE)."})
+    decode: str = field(
+        default="auto",
+        metadata={"help": "How generation runs on the CPU (GPT_DEMO_DECODE): auto (4-bit lean path where it "
+                          "serves the model, else float32) | int4 | bf16 (lean path with those weights) | float "
+                          "(the transformers model in float32)."},
+    )
+    native_step: bool = field(
+        default=True,
+        metadata={"help": "Compile the lean path's decode step with the C++ compiler, once per machine, in the "
+                          "background (GPT_DEMO_NATIVE_STEP=0: stay in Python)."},
+    )
+    batching: bool = field(
+        default=True,
+        metadata={"help": "Batch every generation request of a lean-path model into one running batch "
+                          "(GPT_DEMO_BATCHING=0: one decode loop per request, as before the scheduler)."},
+    )
     host: str = field(
         default="127.0.0.1",
         metadata={"help": "Web app interface (GPT_DEMO_HOST, else GRADIO_SERVER_NAME as Spaces set it)."},
@@ -81,6 +114,7 @@ class Settings:
     def __post_init__(self) -> None:
         check_choice("device", self.device, DEVICE_CHOICES)
         check_choice("quantize", self.quantize, QUANTIZE_CHOICES)
+        check_choice("decode", self.decode, DECODE_CHOICES)
         if not self.model:
             raise ValueError("model='' is not allowed; give a registry name, hub id or path")
         for name in ("auth", "admin", "api_keys", "admin_api_keys"):
@@ -103,7 +137,7 @@ class Settings:
         values: dict = {}
         if env.get("GPT_DEMO_HOME"):
             values["home"] = Path(env["GPT_DEMO_HOME"]).expanduser()
-        for name in ("model", "device", "quantize"):
+        for name in ("model", "device", "quantize", "decode"):
             key = f"GPT_DEMO_{name.upper()}"
             if env.get(key):
                 values[name] = env[key]
@@ -122,6 +156,10 @@ class Settings:
                 values[name] = tuple(item.strip() for item in raw.split(",") if item.strip())
         values["limits"] = Limits.from_env(env)
         truthy = ("1", "true", "yes", "on")
+        if env.get("GPT_DEMO_BATCHING"):
+            values["batching"] = env["GPT_DEMO_BATCHING"].lower() in truthy
+        if env.get("GPT_DEMO_NATIVE_STEP"):
+            values["native_step"] = env["GPT_DEMO_NATIVE_STEP"].lower() in truthy
         values["offline"] = (
             env.get("GPT_DEMO_OFFLINE", "").lower() in truthy or env.get("HF_HUB_OFFLINE", "").lower() in truthy
         )

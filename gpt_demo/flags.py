@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import DEVICE_CHOICES, QUANTIZE_CHOICES
+from .config import DECODE_CHOICES, DEVICE_CHOICES, QUANTIZE_CHOICES
 
 PARAM_FLAGS = {
     # flag: (GenerationParams field, type, help)
@@ -41,6 +41,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="registry name, hub id, local dir or .gguf (default: $GPT_DEMO_MODEL or smollm2-135m-instruct)")
     g.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="bitsandbytes quantization (default: none)")
     g.add_argument("--device", choices=DEVICE_CHOICES, help="default: auto")
+    g.add_argument("--decode", choices=DECODE_CHOICES,
+                   help="weights generation runs on: auto (4-bit lean path on the CPU) | int4 | bf16 | float "
+                        "(default: $GPT_DEMO_DECODE or auto)")
     g.add_argument("--adapter", help="a trained LoRA adapter to load on top (see `gpt-demo adapters`)")
     g.add_argument("--reward-model", dest="reward_model", metavar="NAME",
                    help="a reward adapter that ranks --best-of candidates instead of log-probability")

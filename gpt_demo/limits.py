@@ -55,10 +55,27 @@ class Limits:
                           "refuse (GPT_DEMO_INSPECT_TOKENS).", "env": "GPT_DEMO_INSPECT_TOKENS"},
     )
     concurrency: int = field(
-        default=2,
-        metadata={"help": "Model jobs run at once across generation, look-inside, chat embeddings, Compare and "
-                          "Train; the rest wait in the queue (GPT_DEMO_CONCURRENCY).",
+        default=8,
+        metadata={"help": "Sequences the scheduler decodes together in one batch, shared by the web app, the API "
+                          "and the notebook, and the model jobs the web app runs at once (GPT_DEMO_CONCURRENCY).",
                   "env": "GPT_DEMO_CONCURRENCY", "range": (1, 64)},
+    )
+    max_queue: int = field(
+        default=64,
+        metadata={"help": "Generation requests that may wait for a place in the batch; the next is refused as busy "
+                          "(HTTP 503) (GPT_DEMO_MAX_QUEUE).", "env": "GPT_DEMO_MAX_QUEUE", "range": (0, 100_000)},
+    )
+    max_batch_tokens: int = field(
+        default=65536,
+        metadata={"help": "Tokens (prompt + max_tokens, per sequence) the running batch may reserve; a request "
+                          "alone may exceed it (GPT_DEMO_MAX_BATCH_TOKENS).",
+                  "env": "GPT_DEMO_MAX_BATCH_TOKENS", "range": (1, 10_000_000)},
+    )
+    prefill_chunk: int = field(
+        default=128,
+        metadata={"help": "Prompt tokens prefilled per scheduler step, so running streams keep going while a long "
+                          "prompt is read (GPT_DEMO_PREFILL_CHUNK).", "env": "GPT_DEMO_PREFILL_CHUNK",
+                  "range": (1, 100_000)},
     )
     max_engines: int = field(
         default=3,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import gpt_demo  # noqa: F401  (first: it sets OpenMP's defaults before any test imports torch)
+
 # Tests never touch the network: the default model comes from its PyPI package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -31,7 +33,7 @@ def gpt_demo_home(tmp_path, session_home, monkeypatch) -> Path:
     (session_home / "models").mkdir(exist_ok=True)
     (home / "models").symlink_to(session_home / "models", target_is_directory=True)
     monkeypatch.setenv("GPT_DEMO_HOME", str(home))
-    for name in ("GPT_DEMO_MODEL", "GPT_DEMO_DEVICE", "GPT_DEMO_QUANTIZE"):
+    for name in ("GPT_DEMO_MODEL", "GPT_DEMO_DEVICE", "GPT_DEMO_QUANTIZE", "GPT_DEMO_DECODE"):
         monkeypatch.delenv(name, raising=False)
     return home
 
@@ -49,6 +51,14 @@ def engine(settings):
     from gpt_demo.api import load_engine
 
     return load_engine(settings=settings, progress=False)
+
+
+@pytest.fixture(scope="session")
+def float_engine(settings):
+    """The same model on the float32 transformers path (decode="float"): the reference the fast path must match."""
+    from gpt_demo.api import load_engine
+
+    return load_engine(settings=settings, progress=False, decode="float")
 
 
 def pytest_collection_modifyitems(config, items):

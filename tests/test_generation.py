@@ -67,9 +67,11 @@ def test_best_of_returns_the_candidate_with_the_highest_logprob_per_token(engine
     assert len(means) == 4 and means == sorted(means, reverse=True)  # best first, per token
     assert len({tuple(c.token_ids) for c in everyone.choices}) > 1  # real alternatives to choose from
     # total_logprob is what the model says when it scores the answer on its own, in one forward pass.
+    # score() runs the float32 model and generation the 4-bit lean path with bf16 activations, which
+    # stays within 1 % (test_fast_decode checks the mean on real answers).
     scores = [engine.score(prompt_ids, c.token_ids) for c in everyone.choices]
     for choice, score in zip(everyone.choices, scores):
-        assert choice.total_logprob == pytest.approx(score, abs=1e-2 + 1e-3 * abs(score))
+        assert choice.total_logprob == pytest.approx(score, abs=1e-2 + 1e-2 * abs(score))
     per_token = [score / len(c.token_ids) for score, c in zip(scores, everyone.choices)]
     assert max(range(4), key=per_token.__getitem__) == 0
     # Same seed and batch shape: best_of=4 samples the same four candidates and keeps the top one(s).

@@ -90,8 +90,11 @@ def test_strongest_heads_needs_both_words_in_order(engine):
         engine.strongest_heads(ANIMAL, "animal", "it")
 
 
-def test_attention_waits_for_a_chat_inside_its_forward_pass_and_changes_no_answer(engine):
+def test_attention_waits_for_a_chat_inside_its_forward_pass_and_changes_no_answer(float_engine):
     """The eager switch must not overlap another user's forward pass (it would drop the causal mask).
+
+    On the float32 transformers path, where chats run the very model the switch changes (the lean
+    path's batch against an attention map is test_scheduler's).
 
     A chat is held inside a real forward pass (a hook on a middle attention layer waits on an Event,
     so the chat holds the guard's shared side); an attention request arrives and must wait; a second
@@ -101,6 +104,7 @@ def test_attention_waits_for_a_chat_inside_its_forward_pass_and_changes_no_answe
 
     from gpt_demo.models.guard import forward_guard
 
+    engine = float_engine
     prompt = dict(messages="Name three colours of the rainbow.", temperature=0, max_tokens=24)
     expected = engine.chat(**prompt).text
     alone = engine.attention(ANIMAL, layer=3)

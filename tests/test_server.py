@@ -483,3 +483,34 @@ def test_keys_from_the_environment(engine, tmp_path):
     assert http.get("/v1/models", headers={"Authorization": "Bearer sk-b"}).status_code == 200
     wrong = http.get("/v1/models", headers={"Authorization": "Bearer sk-c"})
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_concurrent_requests_share_one_batch_and_answer_as_they_do_alone(server, client):
+    """Two streams at once run in the model's one batch (its /health shows both rows) with unchanged answers."""
+    import threading
+
+    prompts = ["Tell me a long story about a dragon.", "Describe a day at the beach in detail."]
+    kwargs = dict(model="smollm2-135m-instruct", temperature=0, max_tokens=96)
+    alone = [client.chat.completions.create(messages=[{"role": "user", "content": p}], **kwargs)
+             .choices[0].message.content for p in prompts]
+    steps_before = _health(server["url"])["batch"]["steps"]
+    streams = [client.chat.completions.create(messages=[{"role": "user", "content": p}], stream=True, **kwargs)
+               for p in prompts]
+    firsts = [next(iter(s)) for s in streams]  # both requests are in (the role chunk comes once admitted)
+    seen = []
+    _wait_for(lambda: seen.append(_health(server["url"])["batch"]) or seen[-1]["rows"] == 2,
+              "both streams decoding in one batch", timeout=120)
+    texts = [None, None]
+
+    def drain(i):
+        texts[i] = "".join(c.choices[0].delta.content or "" for c in streams[i] if c.choices)
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert firsts[0].choices[0].delta.role == "assistant"
+    assert texts == alone
+    after = _health(server["url"])["batch"]
+    assert after["served"] >= 4 and after["steps"] > steps_before and after["max_batch"] == 2

@@ -73,7 +73,11 @@ def test_an_sft_job_streams_progress_saves_an_adapter_and_compares_side_by_side(
     assert outs[2]["visible"] is False
     assert [(e["adapter"], e["pinned"]) for e in pool.describe()["engines"]] == [(None, True), ("web-sft", False)]
     assert pool.with_adapter("web-sft").loaded.adapter == "web-sft"
-    assert pool.memory_bytes() == 2 * engine.loaded.memory_footprint  # the base and one merged copy
+    merged = pool.with_adapter("web-sft").loaded
+    assert merged.lean is not None and merged.lean.weights == "bf16"  # an adapter generates on the bf16 lean path
+    # The base and one merged copy, each with its lean copies (int4 for the base, bf16 for the adapter).
+    assert pool.memory_bytes() == engine.loaded.memory_footprint + merged.memory_footprint
+    assert merged.memory_footprint > engine.loaded.memory_footprint
     assert "web-sft" in pool.summary() and "GPT_DEMO_MAX_ENGINES" in pool.summary()
 
 

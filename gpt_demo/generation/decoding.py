@@ -8,6 +8,11 @@ to show and returns the finished ``Completion``. All ``best_of`` candidates shar
 one batch: the prompt is prefilled once and its KV cache repeated, since every row
 starts from the same prompt (no padding needed). Rows that finish are dropped from
 the batch so the rest run faster.
+
+What a request needs between two forward passes (its generator, penalty counts, stops,
+logprobs) is one ``RequestState``; ``decode`` drives one with its own cache, and the
+scheduler (``generation.scheduler``) drives many in one batch with the same code, which is
+why a request's answer is the same either way.
 """
 
 from __future__ import annotations
@@ -50,7 +55,11 @@ def _forward_parameters(model) -> frozenset[str]:
     return cached
 
 
-def _forward(model, input_ids: torch.Tensor, cache):
+def _forward(model, input_ids: torch.Tensor, cache, lean=None):
+    """(logits (B, vocab) float32 of the last position, the cache grown by ``input_ids``)."""
+    if lean is not None:  # the lean low-bit path (models.lean_llama); its cache is a KVCache
+        with forward_guard(model).shared():
+            return lean.forward(input_ids, cache), cache
     # transformers 5 renamed past_key_values to cache (the old name warns, and goes in 5.40);
     # a model class written for 4.x still takes the old one.
     accepted = _forward_parameters(model)
@@ -71,6 +80,115 @@ def _top_logprobs(tokenizer, logp_row: torch.Tensor, k: int) -> list[tuple[str, 
     return [(tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, ids)]
 
 
+class RequestState:
+    """One request's sequences (its ``params.candidates`` rows) between forward passes.
+
+    Everything per request lives here: its own seeded generator, token counts for the penalties,
+    stop-text trackers, log-probabilities and finish reasons. ``decode`` drives one state with
+    its own cache; the scheduler (``generation.scheduler``) drives many in one batch, so a
+    request's answer does not depend on what else is running.
+    """
+
+    def __init__(self, loaded, prompt_ids: list[int], params: GenerationParams, *, ignore_eos: bool = False,
+                 rank_by=None):
+        self.loaded, self.params, self.rank_by = loaded, params, rank_by
+        self.prompt_ids = list(prompt_ids)
+        tokenizer = loaded.tokenizer
+        self.rows = rows = params.candidates
+        self.seed = params.seed if params.seed is not None else random.randrange(2**31)
+        self.budget = min(params.max_tokens, loaded.context_window - len(prompt_ids))
+        if self.budget < 1:
+            raise ValueError(
+                f"prompt has {len(prompt_ids)} tokens, which leaves no room in the "
+                f"{loaded.context_window}-token context window; shorten it"
+            )
+        device = loaded.model.device
+        self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        self.stops = () if ignore_eos else eos_token_ids(loaded)
+        self.trackers = [StopTextTracker(tokenizer, params.stop) for _ in range(rows)]
+        self.logps: list[list[float]] = [[] for _ in range(rows)]
+        self.details: list[list[TokenLogprob]] = [[] for _ in range(rows)]
+        self.finish = ["length"] * rows
+        self.active = list(range(rows))  # original row index of each row still generating
+        self.counts = torch.zeros(rows, loaded.model.config.vocab_size, dtype=torch.int32, device=device)  # (B, vocab)
+        self.steps = 0
+
+    @property
+    def done(self) -> bool:
+        return not self.active or self.steps >= self.budget
+
+    def take(self, logits: torch.Tensor) -> tuple[list[int], torch.Tensor, list[Delta]]:
+        """Choose the next token of every active row from its ``logits`` (rows, vocab).
+
+        Returns (the positions, among the rows passed in, that go on; their chosen tokens; new text).
+        """
+        params, tokenizer = self.params, self.loaded.tokenizer
+        logp = torch.log_softmax(logits, dim=-1)  # (B, vocab) raw model log-probabilities
+        next_ids = choose_tokens(
+            logits,
+            self.counts,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            frequency_penalty=params.frequency_penalty,
+            presence_penalty=params.presence_penalty,
+            generator=self.generator,
+        )  # (B,)
+        self.counts.scatter_add_(1, next_ids[:, None], torch.ones_like(next_ids[:, None], dtype=self.counts.dtype))
+        chosen_logp = logp.gather(1, next_ids[:, None]).squeeze(1).tolist()
+        keep: list[int] = []
+        pending: list[Delta] = []
+        for b, (row, tok) in enumerate(zip(self.active, next_ids.tolist())):
+            self.logps[row].append(chosen_logp[b])
+            if params.logprobs:
+                top = _top_logprobs(tokenizer, logp[b], params.top_logprobs) if params.top_logprobs else []
+                self.details[row].append(TokenLogprob(tokenizer.decode([tok]), tok, chosen_logp[b], top))
+            if tok in self.stops:
+                self.trackers[row].ids.append(tok)
+                self.finish[row] = "stop"
+                continue
+            delta = self.trackers[row].push(tok)
+            if delta:
+                pending.append(Delta(row, delta))
+            if self.trackers[row].stopped:
+                self.finish[row] = "stop"
+            else:
+                keep.append(b)
+        self.steps += 1
+        if self.steps >= self.budget:
+            keep = []  # out of tokens: every row left ends with finish_reason "length"
+        if len(keep) < len(self.active):
+            index = torch.tensor(keep, dtype=torch.long, device=self.counts.device)
+            self.counts, next_ids = self.counts[index], next_ids[index]
+            self.active = [self.active[b] for b in keep]
+        return keep, next_ids, pending
+
+    def complete(self, select: bool = True) -> tuple[list[Delta], Completion]:
+        """The text still held back (as deltas) and the finished ``Completion``.
+
+        ``select=False`` leaves best_of's choice to the caller (the scheduler ranks in the caller's thread).
+        """
+        tails, choices = [], []
+        for row in range(self.rows):
+            tracker = self.trackers[row]
+            tail = tracker.finish()
+            if tail:
+                tails.append(Delta(row, tail))
+            choices.append(
+                Choice(
+                    index=row,
+                    text=tracker.text,
+                    token_ids=list(tracker.ids),
+                    finish_reason=self.finish[row],
+                    total_logprob=float(sum(self.logps[row])),
+                    logprobs=self.details[row] if self.params.logprobs else None,
+                )
+            )
+        params = self.params
+        best = select_best(choices, params.n, self.rank_by) if select and params.best_of is not None else choices
+        return tails, Completion(choices=best, prompt_tokens=len(self.prompt_ids), model=self.loaded.name,
+                                 seed=self.seed)
+
+
 def decode(
     loaded,
     prompt_ids: list[int],
@@ -80,94 +198,32 @@ def decode(
     rank_by=None,
 ) -> Generator[Delta, None, Completion]:
     """Generate ``params.candidates`` continuations of ``prompt_ids``; see the module docstring."""
-    model, tokenizer = loaded.model, loaded.tokenizer
-    device = model.device
-    rows = params.candidates
-    seed = params.seed if params.seed is not None else random.randrange(2**31)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    budget = min(params.max_tokens, loaded.context_window - len(prompt_ids))
-    if budget < 1:
-        raise ValueError(
-            f"prompt has {len(prompt_ids)} tokens, which leaves no room in the "
-            f"{loaded.context_window}-token context window; shorten it"
-        )
-    stops = () if ignore_eos else eos_token_ids(loaded)
-    trackers = [StopTextTracker(tokenizer, params.stop) for _ in range(rows)]
-    logps: list[list[float]] = [[] for _ in range(rows)]
-    details: list[list[TokenLogprob]] = [[] for _ in range(rows)]
-    finish = ["length"] * rows
-    active = list(range(rows))  # original row index of each batch row still generating
-    counts = torch.zeros(rows, model.config.vocab_size, dtype=torch.int32, device=device)  # (B, vocab)
-
+    state = RequestState(loaded, prompt_ids, params, ignore_eos=ignore_eos, rank_by=rank_by)
+    model, device, rows = loaded.model, loaded.model.device, state.rows
+    lean = getattr(loaded, "lean", None)
     # Inference mode is thread-local and a generator may be resumed on another thread (gradio
     # streams each step from a worker pool), so it is entered per step and never held across a yield.
     with torch.inference_mode():
-        logits, cache = _forward(model, torch.tensor([prompt_ids], device=device), None)
+        # The lean cache is preallocated for the prompt and a first stretch of answer, then doubles.
+        cache = lean.new_cache(1, capacity=len(prompt_ids) + min(state.budget, 256)) if lean is not None else None
+        logits, cache = _forward(model, torch.tensor([prompt_ids], device=device), cache, lean)
         if rows > 1:
             logits = logits.expand(rows, -1)
             cache.batch_repeat_interleave(rows)
-    next_input = None  # (B, 1) the tokens just chosen, fed in at the start of the next step
-    for _step in range(budget):
-        pending: list[Delta] = []
+    while True:
         with torch.inference_mode():
-            if next_input is not None:
-                logits, cache = _forward(model, next_input, cache)
-            logp = torch.log_softmax(logits, dim=-1)  # (B, vocab) raw model log-probabilities
-            next_ids = choose_tokens(
-                logits,
-                counts,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                frequency_penalty=params.frequency_penalty,
-                presence_penalty=params.presence_penalty,
-                generator=generator,
-            )  # (B,)
-            counts.scatter_add_(1, next_ids[:, None], torch.ones_like(next_ids[:, None], dtype=counts.dtype))
-            chosen_logp = logp.gather(1, next_ids[:, None]).squeeze(1).tolist()
-            keep: list[int] = []
-            for b, (row, tok) in enumerate(zip(active, next_ids.tolist())):
-                logps[row].append(chosen_logp[b])
-                if params.logprobs:
-                    top = _top_logprobs(tokenizer, logp[b], params.top_logprobs) if params.top_logprobs else []
-                    details[row].append(TokenLogprob(tokenizer.decode([tok]), tok, chosen_logp[b], top))
-                if tok in stops:
-                    trackers[row].ids.append(tok)
-                    finish[row] = "stop"
-                    continue
-                delta = trackers[row].push(tok)
-                if delta:
-                    pending.append(Delta(row, delta))
-                if trackers[row].stopped:
-                    finish[row] = "stop"
-                else:
-                    keep.append(b)
-            if keep and len(keep) < len(active):
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                counts, next_ids = counts[index], next_ids[index]
-                active = [active[b] for b in keep]
-            next_input = next_ids[:, None]
+            before = len(state.active)
+            keep, next_ids, pending = state.take(logits)
+            if keep and len(keep) < before:
+                cache.batch_select_indices(torch.tensor(keep, device=device))
         yield from pending  # before the next forward pass, so text appears as soon as it exists
-        if not keep:
+        if state.done:
             break
-
-    choices = []
-    for row in range(rows):
-        tail = trackers[row].finish()
-        if tail:
-            yield Delta(row, tail)
-        choices.append(
-            Choice(
-                index=row,
-                text=trackers[row].text,
-                token_ids=list(trackers[row].ids),
-                finish_reason=finish[row],
-                total_logprob=float(sum(logps[row])),
-                logprobs=details[row] if params.logprobs else None,
-            )
-        )
-    best = select_best(choices, params.n, rank_by) if params.best_of is not None else choices
-    return Completion(choices=best, prompt_tokens=len(prompt_ids), model=loaded.name, seed=seed)
+        with torch.inference_mode():
+            logits, cache = _forward(model, next_ids[:, None], cache, lean)
+    tails, completion = state.complete()
+    yield from tails
+    return completion
 
 
 def select_best(choices: list[Choice], n: int, rank_by=None) -> list[Choice]:

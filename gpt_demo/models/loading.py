@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import DEFAULT_MODEL, DEVICE_CHOICES, QUANTIZE_CHOICES, check_choice
+from ..config import DECODE_CHOICES, DEFAULT_MODEL, DEVICE_CHOICES, QUANTIZE_CHOICES, check_choice
 from .gguf_cache import ensure_cache
 
 HEAD_CHOICES = ("causal", "reward")
@@ -60,11 +60,19 @@ class LoadConfig:
     trainable: bool = field(
         default=False, metadata={"help": "Load as a base for training: float32 master weights on every device."}
     )
+    decode: str = field(
+        default="auto",
+        metadata={"help": "auto | int4 | bf16 | float: the weights generation runs on (see models.decode_path)."},
+    )
+    native_step: bool = field(
+        default=True, metadata={"help": "Build the compiled decode step of the int4 path (see models.native)."}
+    )
 
     def __post_init__(self) -> None:
         check_choice("quantize", self.quantize, QUANTIZE_CHOICES)
         check_choice("device", self.device, DEVICE_CHOICES)
         check_choice("head", self.head, HEAD_CHOICES)
+        check_choice("decode", self.decode, DECODE_CHOICES)
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "LoadConfig":
@@ -75,6 +83,8 @@ class LoadConfig:
             models_dir=settings.models_dir,
             adapters_dir=Path(settings.home) / "adapters",
             offline=settings.offline,
+            decode=settings.decode,
+            native_step=settings.native_step,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -92,15 +102,25 @@ class LoadedModel:
     quantization: str
     adapter: str | None = None
     head: str = "causal"
+    lean: Any = None  # a LeanLlama that generation runs on, or None: the transformers model itself
+    decode_path: str = "float32 (transformers)"  # what generation runs on, and why, for describe()
 
     @property
     def context_window(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
 
+    def describe_decode(self) -> str:
+        """What generation runs on (``decode_path``), and for the int4 path whether its compiled step is in use."""
+        if self.lean is not None and self.lean.weights == "int4":
+            from . import native
+
+            return f"{self.decode_path}; compiled decode step: {native.status()}"
+        return self.decode_path
+
     @property
     def memory_footprint(self) -> int:
-        """Bytes held by parameters and buffers (transformers' ``get_memory_footprint``)."""
-        return int(self.model.get_memory_footprint())
+        """Bytes held by parameters and buffers (transformers' ``get_memory_footprint``), plus the lean copies."""
+        return int(self.model.get_memory_footprint()) + (self.lean.nbytes if self.lean is not None else 0)
 
 
 def resolve_device(device: str) -> str:
@@ -192,7 +212,7 @@ def load_model(cfg: LoadConfig = LoadConfig()) -> LoadedModel:
         from .adapters import apply_adapter
 
         model, _card = apply_adapter(model, cfg.adapter, cfg.adapters_dir, head=cfg.head)
-    return LoadedModel(
+    loaded = LoadedModel(
         model=model,
         tokenizer=tokenizer,
         name=source.name,
@@ -202,3 +222,8 @@ def load_model(cfg: LoadConfig = LoadConfig()) -> LoadedModel:
         adapter=cfg.adapter or None,
         head=cfg.head,
     )
+    if cfg.head == "causal" and not cfg.trainable:
+        from .decode_path import attach_decode_path
+
+        attach_decode_path(loaded, cfg.decode, native_step=cfg.native_step)
+    return loaded

@@ -9,7 +9,8 @@
 
 Routes: GET /v1/models, GET /v1/models/{id}, DELETE /v1/models/{id} (adapters; admin),
 POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/moderations, and GET /health
-(running and waiting jobs; at the app's root, so /v1/health when mounted at /v1).
+(running and waiting jobs, and the base model's batch: sequences decoding, requests waiting, steps;
+at the app's root, so /v1/health when mounted at /v1).
 Files and fine-tuning jobs (admin): /v1/files, /v1/fine_tuning/jobs (``files``, ``finetune``).
 """
 
@@ -264,7 +265,9 @@ def create_api(engine, settings=None, *, api_keys=(), admin_api_keys=(), cache=N
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": state.base, **state.gate.describe()}
+        scheduler = state.engine.scheduler
+        return {"status": "ok", "model": state.base, **state.gate.describe(),
+                "batch": scheduler.stats() if scheduler is not None else None}
 
     return app
 
@@ -283,6 +286,7 @@ def _event_stream_class():
 
         @staticmethod
         async def _events(job, gate, slot):
+            from ..generation.scheduler import Busy
             from . import generate
             from .errors import from_value_error
 
@@ -295,6 +299,10 @@ def _event_stream_class():
                         yield line
             except APIError as exc:
                 for line in chunks.error(exc):
+                    yield line
+                return
+            except Busy as exc:
+                for line in chunks.error(APIError(503, str(exc), type="server_error")):
                     yield line
                 return
             except ValueError as exc:

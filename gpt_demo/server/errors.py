@@ -80,6 +80,12 @@ def install_handlers(app) -> None:
     async def _api_error(request, exc: APIError):
         return respond(exc)
 
+    from ..generation.scheduler import Busy
+
+    @app.exception_handler(Busy)
+    async def _busy(request, exc: Busy):  # the model's batch queue is full (generation.scheduler)
+        return respond(APIError(503, str(exc), type="server_error"))
+
     @app.exception_handler(ValueError)
     async def _value_error(request, exc: ValueError):
         return respond(from_value_error(exc))

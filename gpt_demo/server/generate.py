@@ -146,16 +146,15 @@ def completion_job(engine, model: str, body: dict, prompts: list[str], limits) -
 
 # -- running --------------------------------------------------------------------------
 def _decode(job: Job, ids: list[int]):
-    from ..generation.decoding import decode
-
-    return decode(job.engine.loaded, ids, job.params)
+    return job.engine.generate(ids, job.params)  # joins the model's running batch (generation.scheduler)
 
 
 def run_job(job: Job) -> list:
     """Every prompt's ``Completion`` (blocking)."""
     from ..generation.decoding import run_to_end
 
-    return [run_to_end(_decode(job, ids)) for ids in job.prompts]
+    streams = [_decode(job, ids) for ids in job.prompts]  # all queued at once: they share the batch
+    return [run_to_end(gen) for gen in streams]
 
 
 def stream_job(job: Job) -> Iterator[tuple]:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -24,6 +25,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError("--api-only and --no-api are not allowed together; choose one")
     from ..api import load_engine
 
+    # --concurrency is also the batch size of the model's scheduler, for the page and the API alike:
+    # set process-wide so every engine loaded later (adapters, the API's models) takes it too.
+    os.environ["GPT_DEMO_CONCURRENCY"] = str(serve.concurrency)
     print("Loading model...", file=sys.stderr, flush=True)
     engine = load_engine(model=args.model, quantize=args.quantize, device=args.device, adapter=args.adapter,
                          reward_model=args.reward_model)
@@ -60,7 +64,8 @@ def register(add) -> None:
                         "$GPT_DEMO_ADMIN). Exposed without one, Export and Train are off")
     p.add_argument("--share", action="store_true", help="open a public gradio.live link (needs internet)")
     p.add_argument("--concurrency", type=int, default=None,
-                   help="model jobs run at once; others queue (default $GPT_DEMO_CONCURRENCY or 2)")
+                   help="model jobs run at once, and the batch size of generation: that many answers are "
+                        "decoded together, step by step; others queue (default $GPT_DEMO_CONCURRENCY or 8)")
     p.add_argument("--api-key", dest="api_keys", action="append", default=None, metavar="KEY",
                    help="a key REST clients send as 'Authorization: Bearer KEY' (repeatable; default "
                         "$GPT_DEMO_API_KEYS; none: the API is open, like the page)")

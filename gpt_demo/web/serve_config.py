@@ -56,8 +56,9 @@ class ServeConfig:
     )
     share: bool = field(default=False, metadata={"help": "Open a public gradio.live tunnel (needs internet)."})
     concurrency: int = field(
-        default=2, metadata={"help": "Model jobs run at once (chat, rank, Explain, embeddings, Compare, Train); "
-                                     "the rest wait in the queue (default: GPT_DEMO_CONCURRENCY)."}
+        default=8, metadata={"help": "Model jobs run at once (chat, rank, Explain, embeddings, Compare, Train); "
+                                     "generations among them share one batch, so this is also its size "
+                                     "(default: GPT_DEMO_CONCURRENCY)."}
     )
     max_queue: int = field(default=64, metadata={"help": "Requests that may wait; more are refused with a message."})
     api: bool = field(default=True, metadata={"help": "Also serve the OpenAI-compatible REST API at /v1 on the same port."})
