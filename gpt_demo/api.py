@@ -130,6 +130,13 @@ class Engine:
         prefix = params.inject_start_text
         return lambda texts: self.reward_model.score([messages] * len(texts), [prefix + t for t in texts])
 
+    def close(self) -> None:
+        """Stop this engine's scheduler (its worker thread holds the model); later calls start a new one."""
+        with self._scheduler_lock:
+            scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.close()
+
     def _describe_batching(self) -> str:
         if self.loaded.lean is None:
             return "one decode loop per request (continuous batching needs the lean CPU path)"

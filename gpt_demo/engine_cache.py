@@ -116,7 +116,7 @@ class EngineCache:
         with self._lock:
             gone = [k for k in self._loaded if k.adapter == adapter]
             for k in gone:
-                del self._loaded[k]
+                _close(self._loaded.pop(k))
         if gone:
             _release_memory()
         return len(gone)
@@ -203,7 +203,7 @@ class EngineCache:
     def _evict(self) -> int:
         dropped = 0
         while len(self._loaded) > self.max_engines:  # keep memory bounded: drop the least recently used
-            self._loaded.popitem(last=False)
+            _close(self._loaded.popitem(last=False)[1])
             dropped += 1
         return dropped
 
@@ -230,6 +230,13 @@ class EngineCache:
             raise
         emit(LoadEvent("loaded", k, engine=engine, seconds=time.perf_counter() - start))
         return engine
+
+
+def _close(engine) -> None:
+    """Stop a dropped engine's scheduler thread, which would otherwise keep the whole model alive."""
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()
 
 
 def _footprint(engine) -> int:

@@ -63,7 +63,7 @@ class Limits:
     max_queue: int = field(
         default=64,
         metadata={"help": "Generation requests that may wait for a place in the batch; the next is refused as busy "
-                          "(HTTP 503) (GPT_DEMO_MAX_QUEUE).", "env": "GPT_DEMO_MAX_QUEUE", "range": (0, 100_000)},
+                          "(HTTP 503) (GPT_DEMO_MAX_QUEUE).", "env": "GPT_DEMO_MAX_QUEUE", "range": (1, 100_000)},
     )
     max_batch_tokens: int = field(
         default=65536,

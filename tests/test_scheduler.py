@@ -124,11 +124,24 @@ def test_cancel_frees_the_slot_for_the_next_request_within_a_step(engine, native
     assert isinstance(next(long), Delta)  # running, and holding the only slot
     waiting = sched.generate(ids_of(engine, PROMPTS[1]), GenerationParams(temperature=0, max_tokens=8))
     assert sched.wait_for(lambda s: s["waiting"] == 1 and s["running"] == 1, WAIT)
-    at_cancel = sched.stats()["steps"]
     long.close()  # what the Stop button and a dropped HTTP stream do
     assert sched.wait_for(lambda s: s["waiting"] == 0 and (s["running"] + s["prefilling"]) == 1, WAIT)
-    assert sched.stats()["steps"] <= at_cancel + 2  # freed and re-let at the next step
+    request = long.request
+    assert request.dropped_at is not None and request.dropped_at - request.cancelled_at <= 1  # the next step
     assert "Paris" in run_to_end(waiting).text
+
+
+def test_a_stream_nobody_reads_gives_its_place_back_when_dropped(engine, native_ready):
+    sched = scheduler(engine, max_batch=1)
+    unread = sched.generate(ids_of(engine, PROMPTS[7]), GenerationParams(temperature=0, max_tokens=500),
+                            ignore_eos=True)
+    request = unread.request
+    assert sched.wait_for(lambda s: s["running"] == 1, WAIT)
+    del unread  # never started: a bare generator's close() would run none of its code
+    assert sched.wait_for(lambda s: s["running"] == 0 and s["rows"] == 0, WAIT)
+    assert request.cancelled and request.dropped_at is not None
+    assert "Paris" in run_to_end(sched.generate(ids_of(engine, PROMPTS[1]),
+                                               GenerationParams(temperature=0, max_tokens=8))).text
 
 
 def test_a_full_queue_is_refused_as_busy_and_the_rest_still_run(engine, native_ready):
@@ -176,7 +189,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_while_running_streams_go_on(engine
 
 def test_an_attention_map_during_a_running_batch_neither_corrupts_nor_deadlocks(engine, native_ready):
     sched = scheduler(engine)
-    params = GenerationParams(temperature=0, max_tokens=48)
+    params = GenerationParams(temperature=0, max_tokens=160)  # 4 x 160 tokens: seconds; the map: a fraction
     jobs = [(ids_of(engine, p), params) for p in PROMPTS[:4]]
     alone = [run_to_end(sched.generate(i, p, ignore_eos=True)).choices[0].token_ids for i, p in jobs]
     gens = [sched.generate(i, p, ignore_eos=True) for i, p in jobs]
@@ -215,7 +228,7 @@ def test_the_python_twin_of_the_compiled_batch_step_gives_the_same_answers(engin
 
 def test_the_engine_generates_through_its_one_scheduler(engine):
     sched = engine.scheduler
-    assert sched is engine.scheduler and sched.config.max_batch == engine.limits.concurrency == 8
+    assert sched is engine.scheduler and sched.config.max_batch == engine.limits.concurrency
     before = sched.stats()["served"]
     engine.chat("Hi", max_tokens=2)
     "".join(engine.stream_chat("Hi", max_tokens=2))
@@ -226,6 +239,8 @@ def test_the_engine_generates_through_its_one_scheduler(engine):
 def test_bad_scheduler_settings_are_named(engine):
     with pytest.raises(ValueError, match="max_batch=0 is not allowed; give an integer >= 1"):
         SchedulerConfig(max_batch=0)
+    with pytest.raises(ValueError, match="max_queue=0 is not allowed; give an integer >= 1"):
+        SchedulerConfig(max_queue=0)  # no room to wait would refuse even an idle model's first request
     with pytest.raises(ValueError, match="lean CPU path only"):
         Scheduler(type(engine.loaded)(**{**engine.loaded.__dict__, "lean": None}))
 
@@ -246,3 +261,15 @@ def test_an_error_in_a_step_fails_the_requests_in_it_and_the_next_ones_still_run
     assert "Paris" in run_to_end(sched.generate(ids_of(engine, PROMPTS[1]),
                                                GenerationParams(temperature=0, max_tokens=8))).text
     assert sched.stats()["rows"] == 0  # the failed request's slot came back
+
+
+def test_an_engine_dropped_from_the_cache_stops_its_scheduler(engine):
+    from gpt_demo.engine_cache import _close
+
+    sched = engine.scheduler
+    run_to_end(sched.generate(ids_of(engine, PROMPTS[0]), GenerationParams(temperature=0, max_tokens=2)))
+    thread = sched._thread
+    assert thread.is_alive()
+    _close(engine)  # what eviction and forget() do
+    assert not thread.is_alive() and engine.scheduler is not sched  # the next request gets a fresh one
+    assert engine.chat("Hi", max_tokens=2).choices[0].token_ids

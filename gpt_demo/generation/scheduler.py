@@ -20,8 +20,8 @@ lean model's forward passes (continuous batching, as vLLM, TGI and llama.cpp's s
   (prompt + max_tokens per row) are reserved at once; a request that needs more than that
   still runs when it is alone. At most ``max_queue`` wait (first in, first out); the next
   one gets ``Busy``, which the web app shows as a message and the API as a 503.
-- **Cancel.** Closing the generator (the Stop button, a dropped HTTP stream) frees the
-  request's slots before the next step.
+- **Cancel.** Closing the stream (the Stop button, a dropped HTTP stream), or dropping it
+  unread, frees the request's slots before the next step.
 - **Exclusive work** (eager-attention maps, anything taking ``forward_guard(model).exclusive()``)
   waits for the step in flight and runs between two steps: each step holds the guard's shared
   side, and the guard prefers writers.
@@ -66,7 +66,7 @@ class SchedulerConfig:
     )
 
     def __post_init__(self) -> None:
-        for name, low in (("max_batch", 1), ("max_queue", 0), ("max_batch_tokens", 1), ("prefill_chunk", 1)):
+        for name, low in (("max_batch", 1), ("max_queue", 1), ("max_batch_tokens", 1), ("prefill_chunk", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r} is not allowed; give an integer >= {low}")
@@ -97,6 +97,42 @@ class _Request:
         self.prefilled = 0  # prompt tokens already in the cache
         self.logits: torch.Tensor | None = None  # (active rows, vocab): what the next take() reads
         self.tokens = state.rows * (len(state.prompt_ids) + state.budget)  # reserved against max_batch_tokens
+        self.finished = False
+        self.cancelled_at: int | None = None  # worker step when cancel() came, and when the worker dropped it
+        self.dropped_at: int | None = None
+
+
+class Stream:
+    """A queued request's stream: a generator of ``Delta`` that returns the ``Completion``.
+
+    Unlike a bare generator, closing it (or dropping it) cancels the request even if it was
+    never started, so a stream nobody reads never holds its place in the batch.
+    """
+
+    def __init__(self, scheduler: "Scheduler", request: "_Request", gen):
+        self.scheduler, self.request, self._gen = scheduler, request, gen
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._gen)
+
+    def send(self, value):
+        return self._gen.send(value)
+
+    def throw(self, *exc):
+        return self._gen.throw(*exc)
+
+    def close(self) -> None:
+        self._gen.close()
+        self.scheduler.cancel(self.request)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 class Scheduler:
@@ -104,7 +140,8 @@ class Scheduler:
 
     def __init__(self, loaded, config: SchedulerConfig | None = None):
         if getattr(loaded, "lean", None) is None:
-            raise ValueError("the scheduler batches the lean CPU path only; this model runs one decode per request")
+            raise ValueError("loaded.lean is None: the scheduler batches the lean CPU path only (decode='auto', "
+                             "'int4' or 'bf16' on the CPU); other models run one decode per request")
         self.loaded, self.lean = loaded, loaded.lean
         self.config = config or SchedulerConfig()
         self.cache = self.lean.new_cache(self.config.max_batch, capacity=256)
@@ -138,7 +175,7 @@ class Scheduler:
         """
         request = _Request(RequestState(self.loaded, prompt_ids, params, ignore_eos=ignore_eos))
         self._submit(request)
-        return self._stream(request, params, rank_by)
+        return Stream(self, request, self._stream(request, params, rank_by))
 
     def _stream(self, request: _Request, params: GenerationParams, rank_by) -> Generator[Delta, None, Completion]:
         finished = False
@@ -162,8 +199,10 @@ class Scheduler:
 
     def cancel(self, request: _Request) -> None:
         with self._cond:
-            request.cancelled = True
-            self._cond.notify_all()
+            if not request.cancelled and not request.finished:
+                request.cancelled = True
+                request.cancelled_at = self.steps
+                self._cond.notify_all()
 
     def stats(self) -> dict:
         """running, waiting, prefilling (requests), rows (slots in use), steps (worker iterations), served (requests)."""
@@ -226,12 +265,15 @@ class Scheduler:
     def _drop_cancelled(self) -> None:
         for request in [r for r in self._waiting if r.cancelled]:
             self._waiting.remove(request)
+            request.dropped_at = self.steps
         if self._prefilling is not None and self._prefilling.cancelled:
             self._release(self._prefilling)
+            self._prefilling.dropped_at = self.steps
             self._prefilling = None
         for request in [r for r in self._running if r.cancelled]:
             self._running.remove(request)
             self._release(request)
+            request.dropped_at = self.steps
 
     def _reserved(self) -> int:
         return sum(r.tokens for r in self._in_flight())
@@ -247,18 +289,24 @@ class Scheduler:
         if not alone and (in_use + rows > self.config.max_batch
                           or self._reserved() + request.tokens > self.config.max_batch_tokens):
             return
-        self._waiting.popleft()
         if rows > len(self._free):  # a request with more rows than the batch, running alone: widen the cache
             self._free += self.cache.add_slots(rows - len(self._free))
+        self._waiting.popleft()
         request.slots, self._free = self._free[:rows], self._free[rows:]
         self.cache.lengths[request.slots] = 0
         self._prefilling = request
 
     def _release(self, request: _Request) -> None:
-        self._free = sorted(self._free + request.slots)
+        self._free_slots(request.slots)
         request.slots = []
 
+    def _free_slots(self, slots: list[int]) -> None:
+        if slots:
+            self.cache.lengths[slots] = 0  # a free slot reserves no room when the cache grows
+        self._free = sorted(self._free + slots)
+
     def _finish(self, request: _Request, outcome) -> None:
+        request.finished = True
         if request in self._running:
             self._running.remove(request)
         if self._prefilling is request:
@@ -295,7 +343,7 @@ class Scheduler:
                 request.events.put(delta)
             with self._cond:
                 leaving = [slot for b, slot in enumerate(request.slots) if b not in set(keep)]
-                self._free = sorted(self._free + leaving)
+                self._free_slots(leaving)
                 request.slots = [request.slots[b] for b in keep]
                 if request.state.done:
                     tails, completion = request.state.complete(select=False)

@@ -153,8 +153,14 @@ def run_job(job: Job) -> list:
     """Every prompt's ``Completion`` (blocking)."""
     from ..generation.decoding import run_to_end
 
-    streams = [_decode(job, ids) for ids in job.prompts]  # all queued at once: they share the batch
-    return [run_to_end(gen) for gen in streams]
+    streams = []  # all queued at once: they share the batch
+    try:
+        for ids in job.prompts:
+            streams.append(_decode(job, ids))
+        return [run_to_end(gen) for gen in streams]
+    finally:
+        for gen in streams:  # after an error, the prompts still queued give their places back
+            gen.close()
 
 
 def stream_job(job: Job) -> Iterator[tuple]:

@@ -99,11 +99,17 @@ def stream_reply(engine, session: WebSession | None, mode: str, *param_values):
     turn = conv.turns[-1]
     session.note = " ".join(notes)
     # The partial answer lives in the conversation, so Stop keeps what was written so far.
-    for delta in engine.stream_chat(conv.messages[:-1], params):
-        if session.reply_id != mine:
-            return
-        turn["content"] += delta
-        yield session, chat_messages(conv), session.note
+    from ..generation.scheduler import Busy
+
+    try:
+        for delta in engine.stream_chat(conv.messages[:-1], params):
+            if session.reply_id != mine:
+                return
+            turn["content"] += delta
+            yield session, chat_messages(conv), session.note
+    except Busy as exc:  # the model's batch queue is full (the API shares it): say so, keep the page
+        conv.turns.pop()
+        raise gr.Error(str(exc), print_exception=False) from None
     if mode == "warn":
         from ..api import gate
 

@@ -49,7 +49,14 @@ def sample_answers(engine, prompt: str, params) -> list[str]:
     An answer the model ended at once is "" here: the page shows EMPTY_ANSWER as the box's placeholder,
     never as its text, so the placeholder cannot be stored as if the model had written it.
     """
-    completion = engine.chat(prompt, params)
+    import gradio as gr
+
+    from ..generation.scheduler import Busy
+
+    try:
+        completion = engine.chat(prompt, params)
+    except Busy as exc:  # the model's batch queue is full: a message, not a traceback
+        raise gr.Error(str(exc), print_exception=False) from None
     return [choice.text.strip() for choice in completion.choices]
 
 
