@@ -147,8 +147,11 @@ class KVCache:
         self.lengths = torch.cat([self.lengths, torch.zeros(count, dtype=torch.long)])
         return list(range(first, first + count))
 
-    def get_seq_length(self) -> int:
-        return int(self.lengths.max()) if self.batch else 0
+
+
+def _additive(mask: torch.Tensor) -> torch.Tensor:
+    """A boolean attend-mask (B, T, S) as the 0 / -inf scores term (B, 1, T, S) both decode loops add."""
+    return torch.zeros(mask.shape).masked_fill_(~mask, float("-inf"))[:, None]
 
 
 def _interleave_rows(weight: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
@@ -343,7 +346,7 @@ class LeanLlama:
 
     def _native_step(self, step, input_ids, cache: KVCache, pos, rotation, same_start: bool, mask, end: int):
         x = F.embedding(input_ids[:, 0], self.embed)  # (B, hidden)
-        additive = torch.empty(0) if mask is None else torch.zeros(mask.shape).masked_fill_(~mask, float("-inf"))[:, None]
+        additive = torch.empty(0) if mask is None else _additive(mask)
         return step.layers_step(
             x, rotation[:, 0], pos[:, 0], same_start, int(pos[0, 0]), additive, end, *self._native_tensors(),
             cache.k, cache.v, self.heads, self.kv_heads, self.head_dim, self.intermediate, self.eps, GROUP,
@@ -355,7 +358,7 @@ class LeanLlama:
             qg = q.reshape(b, self.kv_heads, self.group, self.head_dim)  # query heads grouped by their kv head
             scores = qg @ keys.transpose(-1, -2)  # (B, KV, G, S)
             if mask is not None:  # (B, 1, S) -> (B, 1, 1, S), added as 0 / -inf (as the compiled step does)
-                scores = scores + torch.zeros(mask.shape).masked_fill_(~mask, float("-inf"))[:, None]
+                scores = scores + _additive(mask)
             out = torch.softmax(scores, dim=-1) @ values  # (B, KV, G, D)
             return out.reshape(b, 1, self.heads * self.head_dim)
         out = F.scaled_dot_product_attention(
