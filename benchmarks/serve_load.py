@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/serve_load.py --streams 1,8 --max-tokens 64
     .venv/bin/python benchmarks/serve_load.py --no-llama-cpp --plot ''   # our two servers only, no figure
     .venv/bin/python benchmarks/serve_load.py --quick                # tiny settings: checks that it works
+    .venv/bin/python benchmarks/serve_load.py --adapter-mix          # base/adapter/mixed at K=8 (~4 min), no sweep
 
 Prints exactly one JSON line on stdout; progress goes to stderr. The figure (aggregate
 tokens/s against K) goes to ``docs/serve_load.png`` (``--plot PATH``; ``--plot ''`` skips it;
@@ -55,6 +56,23 @@ Figures per K and server (all rounds pooled):
   request (nearest-rank percentiles over all streams of all rounds);
 - ``max_gap_s``: the longest pause between two chunks of any stream (a stall shows here);
 - ``errors``: failed streams (an HTTP 503 included), with the first messages.
+
+``--adapter-mix`` (``--mix-streams K``, default 8) replaces the K sweep: in a temporary
+``GPT_DEMO_HOME`` (its ``models`` a symlink to the usual converted-model cache; removed at the
+end) one subprocess trains a LoRA adapter ``bench-mix`` (``api.train_sft``, one step on 8
+prompt/completion rows, ~40-60 s), then only the ``on`` server starts (``--streams``, the llama.cpp
+options and ``--plot`` are ignored). An adapter is its own engine (bf16 decode, its own scheduler),
+so its requests batch apart from the base's and the two groups compete for the cores. Warm-up
+(uncounted, the adapter engine loads on its first request), then per round three workloads in
+turn (the order flips every round), each K streams at a barrier: ``base`` (all K ask the base
+model), ``adapter`` (all ask ``BASE:bench-mix``), ``mixed`` (even streams the base, odd ones the
+adapter, each stream the same prompt as alone). The JSON line's ``adapter_mix`` holds
+``summarize`` of each, ``mixed_base_streams`` / ``mixed_adapter_streams`` (each half of the
+mixed rounds; its aggregate is its tokens over the whole round's wall time),
+``ratio_mixed_base_*`` and ``ratio_mixed_adapter_*`` (aggregate and per-stream tok/s), and text
+checks: ``adapter_text_differs_from_base`` (prompts whose greedy answers differ: the adapter is
+really applied) and ``mixed_text_same_as_alone`` (streams whose mixed answer equals the same
+model's answer alone).
 
 ``ratio_on_off`` = on / off aggregate, per K. ``goals`` checks issue 13's aims on the ``on``
 server: aggregate at 8 streams >= 4x one stream; per-stream speed at 8 >= 0.5x a stream
@@ -121,7 +139,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plot", default=str(ROOT / "docs" / "serve_load.png"),
                    help="Where to draw aggregate tok/s against K (default docs/serve_load.png; '' for none).")
     p.add_argument("--quick", action="store_true", help="Tiny settings (K 1,2, 8 tokens, 1 round, no plot).")
+    p.add_argument("--adapter-mix", action="store_true",
+                   help="Instead of the K sweep: base / adapter / half-and-half workloads on the batching server.")
+    p.add_argument("--mix-streams", type=int, default=8,
+                   help="K of --adapter-mix (default 8; the mixed workload sends K//2 to the base, the rest to the adapter).")
     args = p.parse_args(argv)
+    if not 2 <= args.mix_streams <= len(PROMPTS):
+        p.error(f"--mix-streams needs an integer from 2 to {len(PROMPTS)}")
+    if args.adapter_mix and args.concurrency is None:
+        args.concurrency = args.mix_streams
     if args.quick:
         args.streams, args.max_tokens, args.rounds, args.plot = "1,2", 8, 1, ""
     try:
@@ -209,8 +235,11 @@ def stream_once(client, model: str, prompt: str, max_tokens: int) -> dict:
             "max_gap": max((b - a for a, b in zip(times, times[1:])), default=0.0), "text": "".join(parts)}
 
 
-def run_round(clients, model: str, k: int, max_tokens: int) -> dict:
-    """K streams started together at a barrier; per-stream records and the round's wall time."""
+def run_round(clients, model: str | list[str], k: int, max_tokens: int) -> dict:
+    """K streams started together at a barrier; per-stream records and the round's wall time.
+
+    ``model`` is one model id for every stream, or a list: stream ``i`` asks ``model[i]``."""
+    models = [model] * k if isinstance(model, str) else list(model)
     results: list[dict | None] = [None] * k
     errors: list[str] = []
     barrier = threading.Barrier(k + 1)
@@ -218,7 +247,8 @@ def run_round(clients, model: str, k: int, max_tokens: int) -> dict:
     def worker(i: int) -> None:
         barrier.wait()
         try:
-            results[i] = stream_once(clients[i], model, PROMPTS[i], max_tokens)
+            results[i] = stream_once(clients[i], models[i], PROMPTS[i], max_tokens)
+            results[i]["model"], results[i]["i"] = models[i], i
         except Exception as exc:  # counted and reported, the round goes on
             errors.append(f"stream {i}: {type(exc).__name__}: {str(exc)[:300]}")
 
@@ -324,9 +354,126 @@ def plot(path: str, ks: list[int], results: dict, names: list[str]) -> str | Non
     return None
 
 
+MIX_ADAPTER = "bench-mix"
+MIX_WORKLOADS = ("base", "adapter", "mixed")
+TRAIN_ADAPTER = r"""
+import json, sys, time
+from pathlib import Path
+from gpt_demo import api
+home = Path(sys.argv[1])
+rows = [{"prompt": f"Tell me one fact about the number {i}.", "completion": f"The number {i} comes after {i - 1}."}
+        for i in range(1, 9)]
+data = home / "bench-mix-sft.jsonl"
+data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+t = time.perf_counter()
+res = api.train_sft(str(data), out=sys.argv[2], max_steps=1, batch_size=8, progress=False)
+print(json.dumps({"seconds": round(time.perf_counter() - t, 1), "loss_before": res.metrics.get("loss_before"),
+                  "loss_after": res.metrics.get("loss_after"), "steps": res.metrics.get("steps")}))
+"""
+
+
+def train_mix_adapter(home: Path, env: dict) -> dict:
+    """One-step LoRA SFT on 8 rows, saved as adapter ``MIX_ADAPTER`` under ``home`` (its own process)."""
+    r = subprocess.run([PYTHON, "-c", TRAIN_ADAPTER, str(home), MIX_ADAPTER], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError(f"training the {MIX_ADAPTER} adapter failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def adapter_mix(args, openai) -> dict:
+    """--adapter-mix: the batching server in a temporary GPT_DEMO_HOME with one adapter; three workloads at K."""
+    import shutil
+
+    from gpt_demo.config import Settings
+
+    k, n = args.mix_streams, args.max_tokens
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    for var in ("GPT_DEMO_BATCHING", "GPT_DEMO_CONCURRENCY"):
+        env.pop(var, None)
+    models_dir = Settings.from_env(env).models_dir  # the converted-model cache the servers use already
+    home = Path(tempfile.mkdtemp(prefix="serve_load_home_"))
+    if models_dir.is_dir():
+        (home / "models").symlink_to(models_dir.resolve(), target_is_directory=True)
+    env["GPT_DEMO_HOME"] = str(home)
+    logdir = Path(tempfile.mkdtemp(prefix="serve_load_"))
+    server = None
+    try:
+        t = time.perf_counter()
+        training = train_mix_adapter(home, env)
+        log(f"adapter {MIX_ADAPTER}: {time.perf_counter() - t:.1f}s in all ({training})")
+        env["GPT_DEMO_CONCURRENCY"], env["GPT_DEMO_BATCHING"] = str(args.concurrency), "1"
+        t = time.perf_counter()
+        server = Server("on", [PYTHON, "-m", "gpt_demo.server", "--port", str(free_port())], env, logdir)
+        server.wait_ready()
+        with urllib.request.urlopen(server.base_url + "/models", timeout=30) as r:
+            ids = [m["id"] for m in json.load(r)["data"]]
+        base, adapter = server.model, f"{server.model}:{MIX_ADAPTER}"
+        if adapter not in ids:
+            raise RuntimeError(f"the server does not list {adapter}; it lists {ids}")
+        log(f"server on ready at {server.base_url} in {time.perf_counter() - t:.1f}s (home {home}; log {server.log_path})")
+        half = k // 2  # mixed: even streams to the base, odd ones (and an odd K's last) to the adapter
+        plans = {"base": [base] * k, "adapter": [adapter] * k,
+                 "mixed": [base if i % 2 == 0 and i < 2 * half else adapter for i in range(k)]}
+        clients = [openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=900) for _ in range(k)]
+        t = time.perf_counter()
+        warm = [run_round(clients, base, 1, 32), run_round(clients, adapter, 1, 32)]  # the adapter loads here
+        warm += [run_round(clients, plans[w], k, 16) for w in MIX_WORKLOADS]
+        warmup_errors = sum(len(r["errors"]) for r in warm)
+        log(f"warm-up: {time.perf_counter() - t:.1f}s (the adapter engine loads on its first request), "
+            f"errors {warmup_errors}")
+        runs = {w: [] for w in MIX_WORKLOADS}
+        for r_i in range(args.rounds):
+            for w in (MIX_WORKLOADS if r_i % 2 == 0 else MIX_WORKLOADS[::-1]):
+                res = run_round(clients, plans[w], k, n)
+                runs[w].append(res)
+                log(f"round {r_i + 1}/{args.rounds} K={k} {w}: {res['tokens']} tokens in {res['wall']:.2f}s = "
+                    f"{res['tokens'] / res['wall']:.2f} tok/s, errors {len(res['errors'])}")
+        alive = server.proc.poll() is None
+        log_errors = server.tail(1500) if any(w in server.tail(20000) for w in ("Traceback", "ERROR", "Exception")) \
+            else None
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(home, ignore_errors=True)  # the models symlink goes, not what it points to
+
+    out = {w: summarize(runs[w]) for w in MIX_WORKLOADS}
+    for side, model in (("base", base), ("adapter", adapter)):  # each half of the mixed rounds on its own
+        sub = [{**r, "streams": [s for s in r["streams"] if s["model"] == model]} for r in runs["mixed"]]
+        for r in sub:
+            r["tokens"] = sum(s["tokens"] for s in r["streams"])
+        part = summarize(sub)
+        out[f"mixed_{side}_streams"] = {key: part[key] for key in (
+            "aggregate_tok_s", "per_stream_tok_s", "per_stream_min", "ttft_p50_s", "ttft_p95_s", "tokens", "streams_ok")}
+
+    def ratio(a, b):
+        return round(a / b, 3) if a and b else None
+
+    for key in ("aggregate_tok_s", "per_stream_tok_s"):
+        out[f"ratio_mixed_base_{key}"] = ratio(out["mixed"][key], out["base"][key])
+        out[f"ratio_mixed_adapter_{key}"] = ratio(out["mixed"][key], out["adapter"][key])
+    texts = {w: [{s["i"]: s["text"] for s in r["streams"]} for r in runs[w]] for w in MIX_WORKLOADS}
+    first_base, first_adapter = texts["base"][0], texts["adapter"][0]
+    out["same_text_across_rounds"] = {w: all(t == texts[w][0] for t in texts[w]) for w in MIX_WORKLOADS}
+    out["adapter_text_differs_from_base"] = sum(first_adapter.get(i) != first_base.get(i) for i in first_base)
+    # greedy: the mixed rounds' answers against the same prompt and model alone (batch-size numerics may differ)
+    out["mixed_text_same_as_alone"] = sum(
+        text == (first_base if plans["mixed"][i] == base else first_adapter).get(i) for i, text in texts["mixed"][0].items())
+    out.update({"streams": k, "max_tokens": n, "rounds": args.rounds, "concurrency": args.concurrency,
+                "model": base, "adapter_model": adapter,
+                "adapter_training": training, "warmup_errors": warmup_errors, "server_alive_at_end": alive,
+                "server_log_errors": log_errors})
+    out["mixed_plan"] = {"base_streams": plans["mixed"].count(base), "adapter_streams": plans["mixed"].count(adapter)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import openai
+
+    if args.adapter_mix:
+        return main_adapter_mix(args, openai)
 
     ks, n = args.streams, args.max_tokens
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -460,6 +607,34 @@ def main(argv: list[str] | None = None) -> int:
         "server_log_errors": logs_with_errors or None,
         "plot": None if not args.plot or plot_note else os.path.relpath(args.plot, ROOT),
         "plot_note": plot_note,
+        "host": {
+            "cpu_count": os.cpu_count(),
+            "torch": version("torch"),
+            "openai": openai.__version__,
+            "python": platform.python_version(),
+            "loadavg_start": load_start,
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        },
+    }), flush=True)
+    return 0
+
+
+def main_adapter_mix(args, openai) -> int:
+    from importlib.metadata import version
+
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    log(f"load average at start: {load_start}")
+    t = time.perf_counter()
+    native_status = build_native_step()
+    log(f"compiled decode step: {native_status} ({time.perf_counter() - t:.1f}s)")
+    mix = adapter_mix(args, openai)
+    print(json.dumps({
+        "benchmark": "serve_load",
+        "mode": "adapter_mix",
+        "model": mix["model"],
+        "servers": ["on"],
+        "compiled_decode_step": native_status,
+        "adapter_mix": mix,
         "host": {
             "cpu_count": os.cpu_count(),
             "torch": version("torch"),

@@ -42,6 +42,7 @@ class Engine:
         self._scheduler = None
         self.batching = batching  # False: one decode loop per request (Settings.batching, GPT_DEMO_BATCHING=0)
         self._scheduler_lock = threading.Lock()
+        self.settings: Settings | None = None  # the settings it was loaded with (set by load_engine)
 
     def use_reward_model(self, reward_model) -> "Engine":
         """Rank ``best_of`` candidates with ``reward_model`` (a name or ``RewardModel``; None: log-probability)."""
@@ -144,7 +145,8 @@ class Engine:
             return "off (GPT_DEMO_BATCHING=0): one decode loop per request"
         c = self.scheduler.config
         return (f"continuous: up to {c.max_batch} sequences per step, {c.max_queue} may wait, "
-                f"{c.max_batch_tokens} tokens reserved at most, prompts read {c.prefill_chunk} tokens per step")
+                f"KV cache of {c.max_batch_tokens} positions at most (rows x longest), prompts read "
+                f"{c.prefill_chunk} tokens per step")
 
     @property
     def scheduler(self):
@@ -343,6 +345,7 @@ def load_engine(
     cfg = LoadConfig.from_settings(settings, model=model, quantize=quantize, device=device, progress=progress,
                                    adapter=adapter, decode=decode)
     engine = Engine(load_model(cfg), defaults=defaults, limits=settings.limits, batching=settings.batching)
+    engine.settings = settings  # what the engines loaded beside it (adapters, Compare, the API's models) take
     if reward_model:
         engine.use_reward_model(load_reward_model(reward_model, settings=settings, device=engine.loaded.device))
     return engine

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Callable, Sequence
 
@@ -38,9 +37,11 @@ def _params(args: argparse.Namespace):
 
 def _engine(args: argparse.Namespace):
     from .api import load_engine
+    from .config import Settings
 
     print("Loading model...", file=sys.stderr, flush=True)
     return load_engine(model=args.model, quantize=args.quantize, device=args.device,
+                       settings=Settings.from_env(decode=getattr(args, "decode", None)),
                        adapter=getattr(args, "adapter", None), reward_model=getattr(args, "reward_model", None))
 
 
@@ -346,10 +347,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    if getattr(args, "decode", None):
-        # Process-wide, like the other GPT_DEMO_* settings: engines loaded later (other adapters in
-        # the web app's cache, the API's models) take the same path as the first one.
-        os.environ["GPT_DEMO_DECODE"] = args.decode
     try:
         return args.func(args)
     except (ValueError, RuntimeError) as exc:

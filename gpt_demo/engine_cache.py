@@ -81,7 +81,7 @@ class EngineCache:
 
     # -- settings ---------------------------------------------------------------------
     def settings(self) -> Settings:
-        return self._settings or Settings.from_env()
+        return self._settings or getattr(self.base, "settings", None) or Settings.from_env()
 
     @property
     def max_engines(self) -> int:

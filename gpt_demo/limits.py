@@ -57,8 +57,15 @@ class Limits:
     concurrency: int = field(
         default=8,
         metadata={"help": "Sequences the scheduler decodes together in one batch, shared by the web app, the API "
-                          "and the notebook, and the model jobs the web app runs at once (GPT_DEMO_CONCURRENCY).",
+                          "and the notebook; also the generation requests the web app and the API run at once "
+                          "(GPT_DEMO_CONCURRENCY).",
                   "env": "GPT_DEMO_CONCURRENCY", "range": (1, 64)},
+    )
+    jobs: int = field(
+        default=2,
+        metadata={"help": "Other model jobs run at once: Explain (next token, attention), embeddings, moderation, "
+                          "Compare and training; they do not batch, so more than the cores only slows each "
+                          "(GPT_DEMO_JOBS).", "env": "GPT_DEMO_JOBS", "range": (1, 64)},
     )
     max_queue: int = field(
         default=64,
@@ -67,7 +74,9 @@ class Limits:
     )
     max_batch_tokens: int = field(
         default=65536,
-        metadata={"help": "Tokens (prompt + max_tokens, per sequence) the running batch may reserve; a request "
+        metadata={"help": "KV-cache positions the running batch may hold: the cache keeps room for its longest "
+                          "sequence (prompt + max_tokens) in each of its GPT_DEMO_CONCURRENCY rows, so this caps "
+                          "rows x longest (about 46 KB each for the default model: 3 GB at 65536); a request "
                           "alone may exceed it (GPT_DEMO_MAX_BATCH_TOKENS).",
                   "env": "GPT_DEMO_MAX_BATCH_TOKENS", "range": (1, 10_000_000)},
     )

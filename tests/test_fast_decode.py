@@ -230,3 +230,39 @@ def test_openmp_keeps_its_workers_spinning_briefly_unless_told_otherwise(tmp_pat
     clean = {k: v for k, v in __import__("os").environ.items() if k not in THREAD_RUNTIME_DEFAULTS}
     out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["ACTIVE", "300000"], out.stderr
+
+
+def test_the_compiled_step_over_rows_at_different_lengths_equals_its_python_twin(engine):
+    """``layers_step``'s ragged branch (rows at their own positions, a mask), as ``decode`` runs a
+    batch whose rows were prefilled apart, gives the Python loop's numbers exactly."""
+    from gpt_demo.models import native
+
+    native.wait(timeout=600)
+    if native._state["module"] is None:
+        pytest.skip(f"the compiled step is not available here: {native.status()}")
+    lean = engine.loaded.lean
+    prompts = [engine.render_chat(p, GenerationParams()).ids for p in ("Hi!", "What is the capital of France?")]
+    assert len(prompts[0]) != len(prompts[1])
+
+    def prefilled():
+        cache = lean.new_cache(2, capacity=128)
+        for slot, ids in enumerate(prompts):
+            view = cache.slot_view(slot)
+            lean.forward(torch.tensor([ids]), view)
+            cache.lengths[slot] = view.lengths[0]
+        return cache
+
+    tokens = torch.tensor([[ids[-1]] for ids in prompts])
+    compiled, python = prefilled(), prefilled()
+    with torch.inference_mode():
+        a = lean.forward(tokens, compiled)
+        module, native._state["module"] = native._state["module"], None
+        try:
+            b = lean.forward(tokens, python)
+        finally:
+            native._state["module"] = module
+    assert compiled.lengths.tolist() == python.lengths.tolist() == [len(p) + 1 for p in prompts]
+    assert torch.equal(a, b)
+    for slot, n in enumerate(compiled.lengths.tolist()):  # the new keys went to each row's own position
+        assert torch.equal(compiled.k[:, slot, :, :n], python.k[:, slot, :, :n])
+        assert torch.equal(compiled.v[:, slot, :, :n], python.v[:, slot, :, :n])

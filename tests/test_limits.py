@@ -246,28 +246,65 @@ def test_the_explain_tab_says_when_it_clipped_and_refuses_by_name(engine):
         explain.show_distribution(small, None, LONG, 1.0, 5)
 
 
-MODEL_EVENTS = {"chat_reply", "rank_generate", "arena_generate", "explain_step", "attention_heads", "embed_plot",
-                "embed_search", "embed_analogy", "compare", "train"}
+GENERATE_EVENTS = {"chat_reply", "rank_generate", "arena_generate"}
+MODEL_EVENTS = {"explain_step", "attention_heads", "embed_plot", "embed_search", "embed_analogy", "compare", "train"}
 
 
-def test_every_model_event_shares_one_concurrency_budget(engine, tmp_path):
+def test_generations_share_the_batch_and_other_model_jobs_their_own_smaller_budget(engine, tmp_path):
     pytest.importorskip("gradio")
     from gpt_demo.feedback import FeedbackStore
     from gpt_demo.web.app import build_app
     from gpt_demo.web.serve_config import ServeConfig
 
-    app = build_app(engine, store=FeedbackStore(tmp_path / "f.sqlite"), serve=ServeConfig(concurrency=3))
+    app = build_app(engine, store=FeedbackStore(tmp_path / "f.sqlite"), serve=ServeConfig(concurrency=6, jobs=3))
     fns = list(app.fns.values())
     named = {fn.api_name: fn for fn in fns if fn.api_visibility == "public"}
     expected = MODEL_EVENTS if "train" in named else MODEL_EVENTS - {"compare", "train"}
-    assert expected <= set(named)
+    assert expected | GENERATE_EVENTS <= set(named)
+    assert {name: (named[name].concurrency_id, named[name].concurrency_limit) for name in GENERATE_EVENTS} == {
+        name: ("generate", 6) for name in GENERATE_EVENTS}
     assert {name: (named[name].concurrency_id, named[name].concurrency_limit) for name in expected} == {
         name: ("model", 3) for name in expected}
-    # The hidden triggers join it too: Enter in the chat, Retry, the next-token slider and boxes (3),
-    # the attention controls (4), Enter in the search box, and the page loads of Explain and Embeddings (3).
-    hidden = [fn for fn in fns if fn.api_visibility == "private" and fn.concurrency_id == "model"]
-    assert len(hidden) >= 13 and {fn.concurrency_limit for fn in hidden} == {3}
-    assert ServeConfig.from_settings(Settings.from_env({"GPT_DEMO_CONCURRENCY": "5"})).concurrency == 5
+    # The hidden triggers join them too: Enter in the chat and Retry (generate); the next-token slider
+    # and boxes (3), the attention controls (4), Enter in the search box, and the page loads of
+    # Explain and Embeddings (3) (model).
+    hidden = [fn for fn in fns if fn.api_visibility == "private"]
+    assert {fn.concurrency_limit for fn in hidden if fn.concurrency_id == "generate"} == {6}
+    assert len([fn for fn in hidden if fn.concurrency_id == "generate"]) >= 2
+    assert len([fn for fn in hidden if fn.concurrency_id == "model"]) >= 11
+    assert {fn.concurrency_limit for fn in hidden if fn.concurrency_id == "model"} == {3}
+    serve = ServeConfig.from_settings(Settings.from_env({"GPT_DEMO_CONCURRENCY": "5", "GPT_DEMO_JOBS": "4"}))
+    assert (serve.concurrency, serve.jobs) == (5, 4)
+    with pytest.raises(ValueError, match=r"^jobs=0 is out of range; allowed: 1 <= jobs <= 64$"):
+        ServeConfig(jobs=0)
+
+
+def test_serve_passes_decode_concurrency_and_jobs_down_in_settings_not_the_environment(engine, monkeypatch):
+    """``gpt-demo serve --decode float --concurrency 3 --jobs 1``: the engine, and every engine the
+    web app loads later (its cache), get them, and the process environment is left as it was."""
+    import os
+
+    from gpt_demo.engine_cache import EngineCache
+
+    seen = {}
+
+    def fake_load_engine(**kwargs):
+        seen["settings"] = kwargs["settings"]
+        raise KeyboardInterrupt  # stop before the model loads: what serve passes down is the point
+
+    monkeypatch.setattr("gpt_demo.api.load_engine", fake_load_engine)
+    monkeypatch.delenv("GPT_DEMO_DECODE", raising=False)
+    monkeypatch.delenv("GPT_DEMO_CONCURRENCY", raising=False)
+    from gpt_demo.cli import main
+
+    assert main(["serve", "--decode", "float", "--concurrency", "3", "--jobs", "1", "--port", "0"]) == 130
+    settings = seen["settings"]
+    assert (settings.decode, settings.limits.concurrency, settings.limits.jobs) == ("float", 3, 1)
+    assert "GPT_DEMO_DECODE" not in os.environ and "GPT_DEMO_CONCURRENCY" not in os.environ
+    # an engine carries the settings it was loaded with, and a cache over it loads the others with them
+    loaded = copy.copy(engine)
+    loaded.settings = settings
+    assert EngineCache(base=loaded).settings() is settings
 
 
 @pytest.fixture(scope="module")

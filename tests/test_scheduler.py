@@ -226,6 +226,68 @@ def test_the_python_twin_of_the_compiled_batch_step_gives_the_same_answers(engin
     assert python == compiled
 
 
+def test_batched_answers_equal_the_unbatched_path_greedy_and_seeded(engine, native_ready):
+    """GPT_DEMO_BATCHING=0 (one ``decode`` loop per request, the prompt read in one pass) against the
+    scheduler (prompts read in chunks of 16, half the requests joining a running batch)."""
+    from gpt_demo.api import Engine
+
+    off = Engine(engine.loaded, limits=engine.limits, batching=False)
+    assert off.scheduler is None
+    sched = scheduler(engine)
+    for params in (GenerationParams(temperature=0, max_tokens=24),
+                   GenerationParams(temperature=0.9, top_p=0.95, max_tokens=24, seed=11)):
+        jobs = [(ids_of(engine, p), params) for p in PROMPTS]
+        unbatched = [run_to_end(off.generate(i, p, ignore_eos=True)).choices[0].token_ids for i, p in jobs]
+        batched = [c.choices[0].token_ids for c in run_together(sched, jobs, stagger=3)]
+        assert batched == unbatched, params
+
+
+def test_the_cache_gives_memory_back_when_a_long_request_leaves_and_when_the_batch_drains(engine, native_ready):
+    from gpt_demo.generation.scheduler import FIRST_CAPACITY
+
+    sched = scheduler(engine, max_batch=2, prefill_chunk=64)
+    idle = sched.stats()
+    assert idle["cache_tokens"] == FIRST_CAPACITY
+    short_ids, params = ids_of(engine, PROMPTS[1]), GenerationParams(temperature=0, max_tokens=120)
+    alone = run_to_end(sched.generate(short_ids, params, ignore_eos=True)).choices[0].token_ids
+    short = sched.generate(short_ids, params, ignore_eos=True)
+    next(short)
+    long_ids = ids_of(engine, " ".join(PROMPTS * 5))
+    assert len(long_ids) > 4 * FIRST_CAPACITY / 2  # grows the cache past twice its first size
+    long = sched.generate(long_ids, GenerationParams(temperature=0, max_tokens=4), ignore_eos=True)
+    assert sched.wait_for(lambda s: s["cache_tokens"] >= 2 * FIRST_CAPACITY, WAIT)
+    grown = sched.stats()["cache_mb"]
+    run_to_end(long)
+    # the short row holds well under a quarter of the grown cache: it shrinks while the short one runs
+    assert sched.wait_for(lambda s: s["cache_tokens"] == FIRST_CAPACITY, WAIT)
+    assert sched.stats()["running"] == 1 and sched.stats()["cache_mb"] < grown
+    assert run_to_end(short).choices[0].token_ids == alone  # shrinking kept every key it holds
+    assert sched.wait_for(lambda s: s["running"] == 0, WAIT)
+    assert sched.stats()["cache_mb"] == idle["cache_mb"]
+
+
+def test_the_token_budget_counts_every_row_as_long_as_the_longest(engine, native_ready):
+    """The dense cache keeps room for the longest sequence in each row, so that is what is counted."""
+    short_ids, long_ids = ids_of(engine, PROMPTS[0]), ids_of(engine, PROMPTS[7])
+    long_need = len(long_ids) + 40
+    sched = scheduler(engine, max_batch=2, max_batch_tokens=2 * long_need - 1)
+    assert 2 * (len(short_ids) + 40) <= sched.config.max_batch_tokens
+    first = sched.generate(short_ids, GenerationParams(temperature=0, max_tokens=40), ignore_eos=True)
+    next(first)
+    second = sched.generate(short_ids, GenerationParams(temperature=0, max_tokens=8), ignore_eos=True)
+    assert sched.wait_for(lambda s: s["rows"] == 2, WAIT)  # two rows of the longer short one fit: it joins
+    run_to_end(first), run_to_end(second)
+
+    longer = sched.generate(long_ids, GenerationParams(temperature=0, max_tokens=40), ignore_eos=True)
+    next(longer)
+    short = sched.generate(short_ids, GenerationParams(temperature=0, max_tokens=8), ignore_eos=True)
+    # their sum fits, but two rows as long as the long one do not: the short one waits
+    assert len(long_ids) + 40 + len(short_ids) + 8 <= sched.config.max_batch_tokens
+    assert sched.wait_for(lambda s: s["waiting"] == 1 and s["rows"] == 1, WAIT)
+    assert len(run_to_end(longer).choices[0].token_ids) == 40
+    assert len(run_to_end(short).choices[0].token_ids) == 8
+
+
 def test_the_engine_generates_through_its_one_scheduler(engine):
     sched = engine.scheduler
     assert sched is engine.scheduler and sched.config.max_batch == engine.limits.concurrency

@@ -193,10 +193,19 @@ def test_sft_lowers_loss_changes_only_adapter_and_loads_by_name(tmp_path, home_s
     from gpt_demo.training.sft_config import SFTTrainConfig
 
     data = write_jsonl(tmp_path / "sft.jsonl", SFT_ROWS)
-    seen = []
+    seen, during = [], []
+    question = "Say hello like a pirate."
+    before = engine.chat(question, temperature=0, max_tokens=12).choices[0].token_ids
+
+    def on_progress(*event):
+        seen.append(event)
+        if event[0] == 2:  # mid-run, the adapter already moved: the served model (its batch) is untouched
+            during.append(engine.chat(question, temperature=0, max_tokens=12).choices[0].token_ids)
+
     cfg = SFTTrainConfig(out="tiny-sft", max_steps=4, batch_size=2, max_length=64, learning_rate=1e-3,
                          device="cpu", progress=False)
-    result = train_sft(data, cfg, settings=home_settings, keep_model=True, on_progress=lambda *a: seen.append(a))
+    result = train_sft(data, cfg, settings=home_settings, keep_model=True, on_progress=on_progress)
+    assert during == [before]  # training runs on its own copy of the weights, never the one serving chats
     m = result.metrics
     assert m["loss_after"] < m["loss_before"], m
     assert [s for s, _, _ in seen][-1] == 4 and seen[0][1] == 4 and "loss" in seen[0][2]

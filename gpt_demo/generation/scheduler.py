@@ -16,10 +16,14 @@ lean model's forward passes (continuous batching, as vLLM, TGI and llama.cpp's s
   counts, stops, logprobs, ``max_tokens``; ``n``/``best_of`` are child rows that copy the
   prompt's prefilled keys. Every row attends over exactly its own keys and the matrix kernels
   treat rows independently, so an answer is the same, token for token, whatever else runs.
-- **Admission.** At most ``max_batch`` rows generate together and ``max_batch_tokens`` tokens
-  (prompt + max_tokens per row) are reserved at once; a request that needs more than that
-  still runs when it is alone. At most ``max_queue`` wait (first in, first out); the next
+- **Admission.** At most ``max_batch`` rows generate together. The KV cache is one dense block
+  that keeps room for its longest sequence in every row, so a request joins only while
+  ``rows x longest (prompt + max_tokens)`` stays within ``max_batch_tokens``; one that needs
+  more still runs when it is alone. At most ``max_queue`` wait (first in, first out); the next
   one gets ``Busy``, which the web app shows as a message and the API as a 503.
+- **Memory comes back.** The cache grows by doubling as rows lengthen; once its longest row
+  holds under a quarter of it, it shrinks to twice that row, and when the batch drains it goes
+  back to its first size (``cache_mb`` in ``stats()``).
 - **Cancel.** Closing the stream (the Stop button, a dropped HTTP stream), or dropping it
   unread, frees the request's slots before the next step.
 - **Exclusive work** (eager-attention maps, anything taking ``forward_guard(model).exclusive()``)
@@ -59,7 +63,8 @@ class SchedulerConfig:
     max_batch: int = field(default=8, metadata={"help": "Rows (sequences) decoded together in one step."})
     max_queue: int = field(default=64, metadata={"help": "Requests that may wait for a slot; more get Busy."})
     max_batch_tokens: int = field(
-        default=65536, metadata={"help": "Tokens (prompt + max_tokens, per row) reserved by running requests at once."}
+        default=65536, metadata={"help": "KV-cache positions the running batch may hold: rows x its longest "
+                                         "sequence (prompt + max_tokens)."}
     )
     prefill_chunk: int = field(
         default=128, metadata={"help": "Prompt tokens prefilled per worker step, between decode steps of the others."}
@@ -78,6 +83,7 @@ class SchedulerConfig:
 
 
 _DONE = object()
+FIRST_CAPACITY = 256  # tokens per row the cache starts with (and returns to when the batch drains)
 _schedulers: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()
 
 
@@ -96,7 +102,7 @@ class _Request:
         self.slots: list[int] = []  # the cache row of each active row of ``state``
         self.prefilled = 0  # prompt tokens already in the cache
         self.logits: torch.Tensor | None = None  # (active rows, vocab): what the next take() reads
-        self.tokens = state.rows * (len(state.prompt_ids) + state.budget)  # reserved against max_batch_tokens
+        self.need = len(state.prompt_ids) + state.budget  # cache positions its longest row may use
         self.finished = False
         self.cancelled_at: int | None = None  # worker step when cancel() came, and when the worker dropped it
         self.dropped_at: int | None = None
@@ -144,7 +150,7 @@ class Scheduler:
                              "'int4' or 'bf16' on the CPU); other models run one decode per request")
         self.loaded, self.lean = loaded, loaded.lean
         self.config = config or SchedulerConfig()
-        self.cache = self.lean.new_cache(self.config.max_batch, capacity=256)
+        self.cache = self.lean.new_cache(self.config.max_batch, capacity=FIRST_CAPACITY)
         self._free = list(range(self.config.max_batch))
         self._waiting: deque[_Request] = deque()
         self._prefilling: _Request | None = None
@@ -205,7 +211,8 @@ class Scheduler:
                 self._cond.notify_all()
 
     def stats(self) -> dict:
-        """running, waiting, prefilling (requests), rows (slots in use), steps (worker iterations), served (requests)."""
+        """running, waiting, prefilling (requests), rows (slots in use), steps (worker iterations), served (requests),
+        cache_tokens (positions per row the KV cache holds room for), cache_mb (its memory)."""
         with self._cond:
             return self._stats_locked()
 
@@ -217,7 +224,8 @@ class Scheduler:
     def _stats_locked(self) -> dict:
         return {"running": len(self._running), "waiting": len(self._waiting),
                 "prefilling": int(self._prefilling is not None), "rows": self.cache.batch - len(self._free),
-                "max_batch": self.config.max_batch, "steps": self.steps, "served": self.served}
+                "max_batch": self.config.max_batch, "steps": self.steps, "served": self.served,
+                "cache_tokens": self.cache.capacity, "cache_mb": round(self.cache.nbytes / 2**20, 1)}
 
     # -- the worker -------------------------------------------------------------------
     def _submit(self, request: _Request) -> None:
@@ -256,6 +264,7 @@ class Scheduler:
                     for request in self._in_flight():
                         self._finish(request, exc)
             with self._cond:
+                self._fit_cache()
                 self.steps += 1
                 self._cond.notify_all()
 
@@ -275,8 +284,21 @@ class Scheduler:
             self._release(request)
             request.dropped_at = self.steps
 
-    def _reserved(self) -> int:
-        return sum(r.tokens for r in self._in_flight())
+    def _fit_cache(self) -> None:
+        """Give back cache memory the rows no longer need (see "Memory comes back" above)."""
+        if not self._in_flight():
+            if self.cache.capacity > FIRST_CAPACITY or self.cache.batch > self.config.max_batch:
+                self.cache = self.lean.new_cache(self.config.max_batch, capacity=FIRST_CAPACITY)
+                self._free = list(range(self.config.max_batch))
+            return
+        longest = int(self.cache.lengths.max())
+        if self.cache.capacity > max(FIRST_CAPACITY, 4 * longest):
+            self.cache.shrink(max(FIRST_CAPACITY, 2 * longest))
+
+    def _holds(self, joining: _Request) -> int:
+        """Cache positions the batch would hold with ``joining`` in it: every row, as long as the longest."""
+        longest = max([r.need for r in self._in_flight()] + [joining.need])
+        return self.cache.batch * longest
 
     def _admit(self) -> None:
         """Start prefilling the first waiting request if its rows and tokens fit (FIFO: no overtaking)."""
@@ -287,7 +309,7 @@ class Scheduler:
         rows = request.state.rows
         in_use = self.cache.batch - len(self._free)
         if not alone and (in_use + rows > self.config.max_batch
-                          or self._reserved() + request.tokens > self.config.max_batch_tokens):
+                          or self._holds(request) > self.config.max_batch_tokens):
             return
         if rows > len(self._free):  # a request with more rows than the batch, running alone: widen the cache
             self._free += self.cache.add_slots(rows - len(self._free))

@@ -84,9 +84,11 @@ class KVCache:
     """Keys and values of every layer, preallocated: (layers, batch, kv_heads, capacity, head_dim), float32."""
 
     def __init__(self, layers: int, batch: int, kv_heads: int, head_dim: int, capacity: int, dtype=torch.float32):
+        # zeros, not empty: a masked-out slot still enters the product with weight 0, and 0 x NaN garbage
+        # would be NaN (a batch whose rows sit at different lengths reads past its shorter rows)
         shape = (layers, batch, kv_heads, capacity, head_dim)
-        self.k = torch.empty(shape, dtype=dtype)
-        self.v = torch.empty(shape, dtype=dtype)
+        self.k = torch.zeros(shape, dtype=dtype)
+        self.v = torch.zeros(shape, dtype=dtype)
         self.lengths = torch.zeros(batch, dtype=torch.long)  # tokens stored per row
 
     @property
@@ -97,6 +99,18 @@ class KVCache:
     def capacity(self) -> int:
         return self.k.shape[3]
 
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+    def shrink(self, capacity: int) -> None:
+        """Keep room for ``capacity`` tokens per row (at least what every row holds), giving the rest back."""
+        capacity = max(capacity, int(self.lengths.max()))
+        if capacity >= self.capacity:
+            return
+        self.k = self.k[:, :, :, :capacity].clone()
+        self.v = self.v[:, :, :, :capacity].clone()
+
     def reserve(self, tokens: int) -> None:
         """Make room for ``tokens`` more per row (doubling, so growth costs O(n) overall)."""
         need = int(self.lengths.max()) + tokens
@@ -105,7 +119,7 @@ class KVCache:
         capacity = max(need, 2 * self.capacity)
         for name in ("k", "v"):
             old = getattr(self, name)
-            new = torch.empty((*old.shape[:3], capacity, old.shape[4]), dtype=old.dtype)
+            new = torch.zeros((*old.shape[:3], capacity, old.shape[4]), dtype=old.dtype)
             new[:, :, :, : old.shape[3]] = old
             setattr(self, name, new)
 
@@ -141,12 +155,11 @@ class KVCache:
         first = self.batch
         for name in ("k", "v"):
             old = getattr(self, name)
-            new = torch.empty((old.shape[0], first + count, *old.shape[2:]), dtype=old.dtype)
+            new = torch.zeros((old.shape[0], first + count, *old.shape[2:]), dtype=old.dtype)
             new[:, :first] = old
             setattr(self, name, new)
         self.lengths = torch.cat([self.lengths, torch.zeros(count, dtype=torch.long)])
         return list(range(first, first + count))
-
 
 
 def _additive(mask: torch.Tensor) -> torch.Tensor:

@@ -38,15 +38,17 @@ def warning(host: str, port: int, keys: bool) -> str | None:
             "use the model. Add --api-key KEY for clients, and --admin-api-key KEY for model deletion.")
 
 
-def run_api(engine, serve) -> int:
-    """Serve ``engine``'s API alone with uvicorn, as ``serve`` (a ``ServeConfig``) says; blocks."""
+def run_api(engine, serve, settings=None) -> int:
+    """Serve ``engine``'s API alone with uvicorn, as ``serve`` (a ``ServeConfig``) says; blocks.
+
+    ``settings`` default to the ones ``engine`` was loaded with (then ``$GPT_DEMO_*``).
+    """
     import uvicorn
 
-    from ..config import Settings
     from .app import create_api
 
     port = serve.port
-    app = create_api(engine, Settings.from_env(), api_keys=serve.api_keys, admin_api_keys=serve.admin_api_keys,
+    app = create_api(engine, settings, api_keys=serve.api_keys, admin_api_keys=serve.admin_api_keys,
                      max_queue=serve.max_queue, exposed=serve.exposed)
     note = warning(serve.host, port, bool(app.state.gpt_demo.api_keys or app.state.gpt_demo.admin_api_keys))
     if note:
@@ -63,14 +65,13 @@ def main(argv=None) -> int:
     from ..web.serve_config import ServeConfig
     from .app import DEFAULT_MAX_QUEUE
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(decode=getattr(args, "decode", None))  # --decode reaches every engine loaded later
     serve = ServeConfig.from_settings(settings, host=args.host, port=args.port, api_keys=args.api_keys or None,
                                       admin_api_keys=args.admin_api_keys or None,
                                       max_queue=args.max_queue or DEFAULT_MAX_QUEUE)
     engine = load_engine(args.model, quantize=args.quantize, device=args.device, settings=settings,
-                         adapter=args.adapter, reward_model=args.reward_model, progress=False,
-                         decode=getattr(args, "decode", None))
-    return run_api(engine, serve)
+                         adapter=args.adapter, reward_model=args.reward_model, progress=False)
+    return run_api(engine, serve, settings)
 
 
 if __name__ == "__main__":

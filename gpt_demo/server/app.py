@@ -38,7 +38,8 @@ class APIState:
     engine: object
     settings: object
     cache: object
-    gate: JobGate
+    gate: JobGate  # generations: as many at once as the model's batch has rows
+    jobs: JobGate | None = None  # embeddings and moderation, which do not batch (Limits.jobs)
     api_keys: frozenset = frozenset()
     admin_api_keys: frozenset = frozenset()
     exposed: bool = False
@@ -72,7 +73,8 @@ def create_api(engine, settings=None, *, api_keys=(), admin_api_keys=(), cache=N
     none: open, for a loopback host); ``admin_api_keys`` (default ``$GPT_DEMO_ADMIN_API_KEYS``)
     may also delete models. ``exposed`` (a non-loopback host) without admin keys turns the admin
     routes off, as the web app does. ``cache`` is the engine cache to share (default: one over
-    ``engine``, bounded by ``Settings.limits.max_engines``). Concurrency is ``Settings.limits.concurrency``.
+    ``engine``, bounded by ``Settings.limits.max_engines``). Generations run ``Settings.limits.concurrency`` at once (the batch), embeddings
+    and moderation ``Settings.limits.jobs``.
     """
     from fastapi import APIRouter, Depends, FastAPI
     from fastapi.responses import JSONResponse
@@ -81,7 +83,7 @@ def create_api(engine, settings=None, *, api_keys=(), admin_api_keys=(), cache=N
     from ..engine_cache import EngineCache
     from . import generate, models
 
-    settings = settings or Settings.from_env()
+    settings = settings or getattr(engine, "settings", None) or Settings.from_env()
     api_keys = _keys("api_keys", tuple(api_keys or ()) or tuple(getattr(settings, "api_keys", ()) or ()))
     admin_api_keys = _keys("admin_api_keys",
                            tuple(admin_api_keys or ()) or tuple(getattr(settings, "admin_api_keys", ()) or ()))
@@ -92,6 +94,7 @@ def create_api(engine, settings=None, *, api_keys=(), admin_api_keys=(), cache=N
     limits = settings.limits
     state = APIState(
         engine=engine, settings=settings, cache=cache, gate=JobGate(limits.concurrency, max_queue),
+        jobs=JobGate(limits.jobs, max_queue),
         api_keys=api_keys, admin_api_keys=admin_api_keys, exposed=exposed,
         max_body_bytes=max_body_bytes or max(1 << 20, 8 * limits.max_total_chars),
         created=models.now(), base=engine.model_name,
@@ -237,7 +240,7 @@ def create_api(engine, settings=None, *, api_keys=(), admin_api_keys=(), cache=N
             if not text.strip():
                 raise bad_request(f"input[{i}]={text!r} is not allowed; an input must not be empty", "input")
         engine = None if model == models.EMBEDDING_MODEL else await resolve(model)
-        return await state.gate.run(models.embed, engine, texts, dimensions, fmt, model)
+        return await state.jobs.run(models.embed, engine, texts, dimensions, fmt, model)
 
     @router.post("/moderations")
     async def moderations(request: Request):
@@ -252,7 +255,7 @@ def create_api(engine, settings=None, *, api_keys=(), admin_api_keys=(), cache=N
             state.limits.check_texts("input", texts)
         except ValueError as exc:
             raise APIError(400, str(exc), param="input") from None
-        return await state.gate.run(models.moderate, texts)
+        return await state.jobs.run(models.moderate, texts)
 
     # -- files and fine-tuning jobs (gpt_demo.server.files, .finetune) ---------------------
     from . import files as file_routes, finetune
@@ -266,7 +269,7 @@ def create_api(engine, settings=None, *, api_keys=(), admin_api_keys=(), cache=N
     @app.get("/health")
     async def health():
         scheduler = state.engine.scheduler
-        return {"status": "ok", "model": state.base, **state.gate.describe(),
+        return {"status": "ok", "model": state.base, **state.gate.describe(), "jobs": state.jobs.describe(),
                 "batch": scheduler.stats() if scheduler is not None else None}
 
     return app

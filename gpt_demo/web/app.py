@@ -42,7 +42,7 @@ def build_app(engine, *, store=None, settings=None, serve: ServeConfig | None = 
     from .roles import Access, AccessHolder
     from .session import new_session
 
-    settings = settings or Settings.from_env()
+    settings = settings or getattr(engine, "settings", None) or Settings.from_env()
     serve = serve or ServeConfig.from_settings(settings)
     store = store or FeedbackStore.open(settings)
     access = AccessHolder(Access.from_serve(serve))
@@ -57,9 +57,9 @@ def build_app(engine, *, store=None, settings=None, serve: ServeConfig | None = 
             with gr.Tab("Rank", id="rank"):
                 loads += rank.build(engine, store, state, serve.concurrency, access=access)["load"]
             with gr.Tab("Explain", id="explain"):
-                loads += explain.build(engine, state, serve.concurrency)["load"]
+                loads += explain.build(engine, state, serve.jobs)["load"]
             with gr.Tab("Embeddings", id="embed"):
-                loads += embed.build(engine, serve.concurrency)["load"]
+                loads += embed.build(engine, serve.jobs)["load"]
             with gr.Tab("Moderation", id="moderate"):
                 built = moderate.build()
                 loads += built["load"]
@@ -68,7 +68,7 @@ def build_app(engine, *, store=None, settings=None, serve: ServeConfig | None = 
             if train is not None:
                 with gr.Tab("Train", id="train"):
                     loads += train.build(engine, store, state, settings=settings, access=access, pool=engines,
-                                         concurrency=serve.concurrency)["load"]
+                                         jobs=serve.jobs)["load"]
         for fn, inputs, outputs, *queue in loads:  # fill the look-inside tabs once the page opens
             app.load(fn, inputs, outputs, api_name=False, show_progress="hidden", **(queue[0] if queue else {}))
     app.gpt_demo_css = css  # gradio 6 takes css at launch()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 
 from .params_panel import panel, to_params
-from .queues import model_queue
+from .queues import generate_queue
 from .render import chat_messages, error_text
 from .session import WebSession, ensure
 
@@ -183,7 +183,7 @@ def build(engine, state, concurrency: int) -> None:
                    prefix="chat")
 
     reply = partial(stream_reply, engine)
-    gen = model_queue(concurrency)
+    gen = generate_queue(concurrency)
     add = partial(add_user, limits=limits)
     events = []
     for trigger in (message.submit, send.click):

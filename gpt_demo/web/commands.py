@@ -10,34 +10,37 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from dataclasses import replace
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ..config import Settings
     from .serve_config import ServeConfig
 
     # checked before the slow load
-    serve = ServeConfig.from_settings(host=args.host, port=args.port, auth=args.auth, admin=args.admin,
-                                      share=args.share, concurrency=args.concurrency, api=not args.no_api,
-                                      api_keys=args.api_keys, admin_api_keys=args.admin_api_keys)
+    settings = Settings.from_env(decode=args.decode)
+    serve = ServeConfig.from_settings(settings, host=args.host, port=args.port, auth=args.auth, admin=args.admin,
+                                      share=args.share, concurrency=args.concurrency, jobs=args.jobs,
+                                      api=not args.no_api, api_keys=args.api_keys,
+                                      admin_api_keys=args.admin_api_keys)
     if args.api_only and args.no_api:
         raise ValueError("--api-only and --no-api are not allowed together; choose one")
     from ..api import load_engine
 
-    # --concurrency is also the batch size of the model's scheduler, for the page and the API alike:
-    # set process-wide so every engine loaded later (adapters, the API's models) takes it too.
-    os.environ["GPT_DEMO_CONCURRENCY"] = str(serve.concurrency)
+    # --concurrency is the batch size of every model's scheduler (the page's and the API's alike),
+    # --jobs the other model jobs at once: passed down in the settings every engine is loaded with.
+    settings = replace(settings, limits=replace(settings.limits, concurrency=serve.concurrency, jobs=serve.jobs))
     print("Loading model...", file=sys.stderr, flush=True)
     engine = load_engine(model=args.model, quantize=args.quantize, device=args.device, adapter=args.adapter,
-                         reward_model=args.reward_model)
+                         reward_model=args.reward_model, settings=settings)
     if args.api_only:
         from ..server.__main__ import run_api
 
-        return run_api(engine, serve)
+        return run_api(engine, serve, settings)
     from .app import build_app, launch
 
-    app = build_app(engine, serve=serve)  # the roles of serve: raters, admins, open on your own machine
+    app = build_app(engine, serve=serve, settings=settings)  # the roles of serve: raters, admins, open on your own machine
     launch(app, serve, block=True)
     return 0
 
@@ -64,8 +67,11 @@ def register(add) -> None:
                         "$GPT_DEMO_ADMIN). Exposed without one, Export and Train are off")
     p.add_argument("--share", action="store_true", help="open a public gradio.live link (needs internet)")
     p.add_argument("--concurrency", type=int, default=None,
-                   help="model jobs run at once, and the batch size of generation: that many answers are "
+                   help="the batch size of generation: that many answers (Chat, Rank, Arena, the API) are "
                         "decoded together, step by step; others queue (default $GPT_DEMO_CONCURRENCY or 8)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="other model jobs run at once: Explain, embeddings, moderation, Compare, Train "
+                        "(default $GPT_DEMO_JOBS or 2)")
     p.add_argument("--api-key", dest="api_keys", action="append", default=None, metavar="KEY",
                    help="a key REST clients send as 'Authorization: Bearer KEY' (repeatable; default "
                         "$GPT_DEMO_API_KEYS; none: the API is open, like the page)")

@@ -70,11 +70,11 @@ def run_analogy(engine, a: str, b: str, c: str, vocabulary: str, embedder: str):
     return pd.DataFrame({"answer": [h.text for h in hits], "cosine": [round(h.score, 4) for h in hits]})
 
 
-def build(engine, concurrency: int = 2) -> dict:
-    """The tab inside the current ``gr.Tab``; every event joins the model queue of ``concurrency``."""
+def build(engine, jobs: int = 2) -> dict:
+    """The tab inside the current ``gr.Tab``; every event joins the model queue of ``jobs``."""
     import gradio as gr
 
-    queue = model_queue(concurrency)
+    queue = model_queue(jobs)
 
     with gr.Row():
         with gr.Column(scale=2):

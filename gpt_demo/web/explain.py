@@ -130,14 +130,14 @@ def find_heads(engine, text: str, token: str, target: str):
                          "weight": [round(r[2], 3) for r in rows]})
 
 
-def build(engine, state, concurrency: int = 2) -> dict:
-    """The tab inside the current ``gr.Tab``; every event joins the model queue of ``concurrency``."""
+def build(engine, state, jobs: int = 2) -> dict:
+    """The tab inside the current ``gr.Tab``; every event joins the model queue of ``jobs``."""
     import gradio as gr
 
     from ..limits import current_limits
 
     max_chars = (getattr(engine, "limits", None) or current_limits()).max_input_chars
-    queue = model_queue(concurrency)
+    queue = model_queue(jobs)
 
     cfg = engine.loaded.model.config
     n_layers, n_heads = int(cfg.num_hidden_layers), int(cfg.num_attention_heads)

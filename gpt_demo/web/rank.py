@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..feedback.pairs import MAX_K, MIN_K
 from .params_panel import panel, to_params
-from .queues import model_queue
+from .queues import generate_queue
 from .render import error_text
 from .values import as_int
 from .session import WebSession, ensure
@@ -212,7 +212,7 @@ def build(engine, store, state, concurrency: int, access=None) -> dict:
 
     access = access or AccessHolder(Access())
 
-    gen = model_queue(concurrency)  # the budget shared with chat, Explain, embeddings, Compare, Train
+    gen = generate_queue(concurrency)  # the batch Chat and the Arena join too
     stats = gr.Markdown(stats_text(store), elem_id="rank-stats")
     with gr.Tabs():
         with gr.Tab("Rank k answers"):

@@ -56,9 +56,12 @@ class ServeConfig:
     )
     share: bool = field(default=False, metadata={"help": "Open a public gradio.live tunnel (needs internet)."})
     concurrency: int = field(
-        default=8, metadata={"help": "Model jobs run at once (chat, rank, Explain, embeddings, Compare, Train); "
-                                     "generations among them share one batch, so this is also its size "
-                                     "(default: GPT_DEMO_CONCURRENCY)."}
+        default=8, metadata={"help": "Generations run at once (Chat, Rank, Arena): they share the model's one "
+                                     "batch, so this is also its size (default: GPT_DEMO_CONCURRENCY)."}
+    )
+    jobs: int = field(
+        default=2, metadata={"help": "Other model jobs run at once: Explain, embeddings, moderation, Compare, "
+                                     "Train (default: GPT_DEMO_JOBS)."}
     )
     max_queue: int = field(default=64, metadata={"help": "Requests that may wait; more are refused with a message."})
     api: bool = field(default=True, metadata={"help": "Also serve the OpenAI-compatible REST API at /v1 on the same port."})
@@ -91,7 +94,7 @@ class ServeConfig:
                     raise ValueError(f"{name}={item!r} is not allowed; user {user!r} is already given by "
                                      f"{seen[user]}: give each user one login")
                 seen[user] = f"--{name}"
-        for name, lo, hi in (("concurrency", 1, 64), ("max_queue", 1, 10_000)):
+        for name, lo, hi in (("concurrency", 1, 64), ("jobs", 1, 64), ("max_queue", 1, 10_000)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise ValueError(f"{name}={value!r} is out of range; allowed: {lo} <= {name} <= {hi}")
@@ -104,7 +107,7 @@ class ServeConfig:
 
         settings = settings or Settings.from_env()
         values = {"host": settings.host, "port": settings.port, "auth": settings.auth, "admin": settings.admin,
-                  "concurrency": settings.limits.concurrency, "api_keys": settings.api_keys,
+                  "concurrency": settings.limits.concurrency, "jobs": settings.limits.jobs, "api_keys": settings.api_keys,
                   "admin_api_keys": settings.admin_api_keys}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -269,7 +269,7 @@ def access_updates(access, user):
             gr.update(value=note, visible=bool(note)))
 
 
-def build(engine, store, state, *, pool=None, settings=None, access=None, concurrency: int = 2) -> dict:
+def build(engine, store, state, *, pool=None, settings=None, access=None, jobs: int = 2) -> dict:
     import gradio as gr
 
     from ..api import EngineCache
@@ -325,7 +325,7 @@ def build(engine, store, state, *, pool=None, settings=None, access=None, concur
     job = start.click(gradio_fn(train_job, access, "train"),
                       [kind, source, upload, out, max_steps, learning_rate, beta, reward_adapter],
                       [status, curve, adapters],
-                      api_name="train", **model_queue(concurrency))
+                      api_name="train", **model_queue(jobs))
     stop.click(None, None, None, cancels=[job], api_name=False)
 
     def refreshed():
@@ -340,6 +340,6 @@ def build(engine, store, state, *, pool=None, settings=None, access=None, concur
     removed.success(refreshed, None, lists, api_name=False)
     # Compare and Train run the model: they count against the same budget as chat (web.queues).
     compared = go.click(partial(compare, pool), [prompt, chosen, temperature, max_tokens], answers, api_name="compare",
-                        **model_queue(concurrency))
+                        **model_queue(jobs))
     compared.then(pool.summary, None, memory, api_name=False, show_progress="hidden")
     return {"load": [(gradio_fn(access_updates, access, pass_user=True), None, [start, remove, lock_note])]}
