@@ -52,9 +52,22 @@ class Engine:
         return self
 
     # -- what is loaded -------------------------------------------------------------
+    backend = "local"  # a remote engine names its server here (gpt_demo.backends)
+
+    @property
+    def capabilities(self):
+        """Everything: the weights are here (a remote backend's ``Capabilities`` say what its server can do)."""
+        from .backends.capabilities import Capabilities
+
+        return Capabilities.local()
+
     @property
     def model_name(self) -> str:
         return self.loaded.name
+
+    @property
+    def adapter(self) -> str | None:
+        return self.loaded.adapter
 
     @property
     def tokenizer(self):
@@ -330,8 +343,14 @@ def load_engine(
     adapter: str | None = None,
     reward_model: str | None = None,
     decode: str | None = None,
-) -> Engine:
+    api_key_env: str | None = None,
+):
     """Load a model (default: SmolLM2-135M-Instruct from its package) and wrap it in an ``Engine``.
+
+    ``model="SCHEME:URL#MODEL"`` (``openai:``, ``vllm:``, ``llamacpp:``, ``ollama:``, ``gpt-demo:``;
+    ``gpt_demo.backends.registry``) connects to an OpenAI-compatible server instead and returns a
+    ``RemoteEngine`` with the same calls; its key is read from the environment variable
+    ``api_key_env`` names (default: the kind's, ``OPENAI_API_KEY`` for ``openai:``).
 
     Arguments left as None come from ``settings`` (default: the ``GPT_DEMO_*`` environment).
     ``adapter`` names a trained LoRA adapter (``gpt-demo adapters``) to chat with; ``reward_model``
@@ -339,9 +358,13 @@ def load_engine(
     ``decode`` (auto | int4 | bf16 | float, default ``settings.decode``) chooses the weights generation
     runs on; ``describe()["decode"]`` says which it got and why.
     """
+    from .backends.registry import is_remote
     from .models.loading import load_model
 
     settings = settings or Settings.from_env()
+    if is_remote(model or settings.model):
+        return _load_remote(model or settings.model, settings, adapter=adapter, quantize=quantize,
+                            reward_model=reward_model, api_key_env=api_key_env, defaults=defaults)
     cfg = LoadConfig.from_settings(settings, model=model, quantize=quantize, device=device, progress=progress,
                                    adapter=adapter, decode=decode)
     engine = Engine(load_model(cfg), defaults=defaults, limits=settings.limits, batching=settings.batching)
@@ -354,6 +377,24 @@ def load_engine(
 # -- fine-tuning and RLHF (need the ``train`` extra: peft, trl, datasets) ---------------
 # Each returns a ``TrainResult`` (name, path, kind, metrics, card, curves) and accepts
 # ``on_progress(step, total, metrics)``, so the web app can drive gr.Progress and a live curve.
+def _load_remote(spec: str, settings: Settings, *, adapter, quantize, reward_model, api_key_env, defaults):
+    from .backends.registry import parse_spec
+    from .backends.remote import RemoteEngine
+    from .config import read_secret
+
+    parsed = parse_spec(spec)
+    for name, value in (("adapter", adapter), ("quantize", quantize if quantize != "none" else None),
+                        ("reward_model", reward_model)):
+        if value:
+            raise ValueError(f"{name}={value!r} is not allowed with the remote model {spec}: the server holds its "
+                             "weights (serve the adapter or quantization there)")
+    from .backends.catalog import key_env_for
+
+    key_env = api_key_env or key_env_for(settings, spec) or parsed.kind.key_env
+    return RemoteEngine(parsed, api_key=read_secret(key_env) if key_env else None, settings=settings,
+                        defaults=defaults)
+
+
 def _train(module: str, func: str, config_cls: str, data, out, settings, on_progress, config):
     import importlib
 

@@ -42,6 +42,7 @@ def _engine(args: argparse.Namespace):
     print("Loading model...", file=sys.stderr, flush=True)
     return load_engine(model=args.model, quantize=args.quantize, device=args.device,
                        settings=Settings.from_env(decode=getattr(args, "decode", None)),
+                       api_key_env=getattr(args, "api_key_env", None),
                        adapter=getattr(args, "adapter", None), reward_model=getattr(args, "reward_model", None))
 
 

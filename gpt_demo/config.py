@@ -40,6 +40,18 @@ def set_thread_runtime_defaults(env=None) -> None:
         env.setdefault(key, value)
 
 
+def read_secret(name: str, env=None) -> str | None:
+    """The value of environment variable ``name`` (a remote server's key), or None when unset.
+
+    Keys come only from the environment, named by a flag (``--api-key-env NAME``), never from a
+    flag's value, which would show in ``ps`` and shell history.
+    """
+    if not isinstance(name, str) or not name.strip() or "=" in name:
+        raise ValueError(f"api_key_env={name!r} is not allowed; give the name of an environment variable")
+    env = os.environ if env is None else env
+    return env.get(name) or None
+
+
 def check_choice(field_name: str, value: str, allowed: tuple[str, ...]) -> str:
     """Return ``value`` if it is one of ``allowed``, else raise a ValueError naming all three."""
     if value not in allowed:
@@ -106,6 +118,11 @@ class Settings:
         default_factory=Limits,
         metadata={"help": "Per-request bounds and the concurrency budget (GPT_DEMO_MAX_*, see gpt_demo.limits)."},
     )
+    remotes: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Remote models the pickers offer, as ID=SCHEME:URL#MODEL, comma-separated in "
+                          "GPT_DEMO_REMOTES (also $GPT_DEMO_HOME/models.toml; see gpt_demo.backends.catalog)."},
+    )
     offline: bool = field(
         default=False,
         metadata={"help": "Never contact the hub (GPT_DEMO_OFFLINE=1 or HF_HUB_OFFLINE=1)."},
@@ -117,7 +134,7 @@ class Settings:
         check_choice("decode", self.decode, DECODE_CHOICES)
         if not self.model:
             raise ValueError("model='' is not allowed; give a registry name, hub id or path")
-        for name in ("auth", "admin", "api_keys", "admin_api_keys"):
+        for name in ("auth", "admin", "api_keys", "admin_api_keys", "remotes"):
             value = getattr(self, name)
             if isinstance(value, str):  # one login given as a plain string
                 object.__setattr__(self, name, (value,) if value else ())
@@ -150,7 +167,7 @@ class Settings:
                 values["port"] = int(port)
             except ValueError:
                 raise ValueError(f"GPT_DEMO_PORT={port!r} is not allowed; give a port number") from None
-        for name in ("auth", "admin", "api_keys", "admin_api_keys"):
+        for name in ("auth", "admin", "api_keys", "admin_api_keys", "remotes"):
             raw = env.get(f"GPT_DEMO_{name.upper()}")
             if raw:
                 values[name] = tuple(item.strip() for item in raw.split(",") if item.strip())

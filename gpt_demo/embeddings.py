@@ -172,6 +172,9 @@ def _embed_minilm(texts: list[str], batch_size: int, progress: bool, engine=None
 
 
 def _embed_chat(texts: list[str], batch_size: int, progress: bool, engine) -> np.ndarray:
+    if getattr(engine, "loaded", None) is None:  # a remote backend: its server's /embeddings for the model
+        vectors = np.asarray(engine.embeddings(texts), dtype=np.float32)  # (N, D)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     import torch
 
     from .models.guard import forward_guard

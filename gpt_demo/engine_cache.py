@@ -56,6 +56,8 @@ class LoadEvent:
 def key_of(engine) -> EngineKey:
     """The key an already loaded ``engine`` answers to (its source, adapter, quantization and device)."""
     loaded = engine.loaded
+    if loaded is None:  # a remote backend: its spec is its whole identity
+        return EngineKey(engine.model_name, None, "none", "remote")
     return EngineKey(loaded.source.location, loaded.adapter or None, loaded.quantization, loaded.device)
 
 
@@ -91,9 +93,13 @@ class EngineCache:
     def key(self, model: str | None = None, adapter: str | None = None, quantize: str | None = None,
             device: str | None = None) -> EngineKey:
         """The key for these arguments; None means the settings' default (``GPT_DEMO_MODEL`` ...)."""
+        from .backends.registry import is_remote
+
         settings = self.settings()
-        return EngineKey(model or settings.model, adapter or None, quantize or settings.quantize,
-                         device or settings.device)
+        model = model or settings.model
+        if is_remote(model):  # the server holds the weights: as key_of() names a remote engine
+            return EngineKey(model, adapter or None, "none", "remote")
+        return EngineKey(model, adapter or None, quantize or settings.quantize, device or settings.device)
 
     # -- what is held -----------------------------------------------------------------
     def pin(self, engine, model: str | None = None, adapter: str | None = None, quantize: str | None = None,
@@ -219,8 +225,7 @@ class EngineCache:
         kwargs: dict = {}
         if k.adapter:
             kwargs["adapter"] = k.adapter
-        if self._settings is not None:
-            kwargs["settings"] = self._settings
+        kwargs["settings"] = self.settings()  # given, else the base engine's, else the environment's
         if not self.progress:
             kwargs["progress"] = False
         try:

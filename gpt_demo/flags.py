@@ -38,7 +38,12 @@ PARAM_FLAGS = {
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """--model, --quantize, --device, --adapter, --reward-model (the ``load_engine`` arguments)."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", help="registry name, hub id, local dir or .gguf (default: $GPT_DEMO_MODEL or smollm2-135m-instruct)")
+    g.add_argument("--model", help="registry name, hub id, local dir or .gguf (default: $GPT_DEMO_MODEL or "
+                                   "smollm2-135m-instruct); or a remote OpenAI-compatible server: "
+                                   "openai:URL#MODEL, vllm:#MODEL, llamacpp:URL, ollama:MODEL, gpt-demo:URL#MODEL")
+    g.add_argument("--api-key-env", dest="api_key_env", metavar="NAME",
+                   help="the environment variable holding a remote server's key (default: the kind's, "
+                        "OPENAI_API_KEY for openai:); the key itself is never a flag")
     g.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="bitsandbytes quantization (default: none)")
     g.add_argument("--device", choices=DEVICE_CHOICES, help="default: auto")
     g.add_argument("--decode", choices=DECODE_CHOICES,

@@ -82,8 +82,8 @@ def test_the_first_magic_loads_the_model_once_with_a_progress_line(shell, monkey
 
     calls = []
 
-    def fake_load_engine(model=None, quantize=None, device=None, **kwargs):
-        calls.append((model, kwargs))
+    def fake_load_engine(model=None, quantize=None, device=None, settings=None, **kwargs):
+        calls.append((model, kwargs))  # settings: the cache's own, always passed down
         return engine
 
     monkeypatch.setattr(gpt_demo.api, "load_engine", fake_load_engine)
@@ -103,7 +103,7 @@ def test_adapter_is_passed_to_load_engine_only_when_given(shell, monkeypatch):
 
     calls = []
 
-    def fake_load_engine(model=None, quantize=None, device=None, **kwargs):
+    def fake_load_engine(model=None, quantize=None, device=None, settings=None, **kwargs):
         calls.append(kwargs)
         raise ValueError(f"adapter={kwargs.get('adapter')!r} stops here")
 

@@ -10,7 +10,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from gpt_demo.feedback import FeedbackStore  # noqa: E402
-from gpt_demo.web import chat, embed, explain, moderate, rank  # noqa: E402
+from gpt_demo.web import arena, chat, embed, explain, moderate, rank  # noqa: E402
 from gpt_demo.web.params_panel import PARAM_FIELDS, to_params  # noqa: E402
 from gpt_demo.web.render import escape_markdown_html  # noqa: E402
 from gpt_demo.web.session import WebSession  # noqa: E402
@@ -153,12 +153,12 @@ def test_an_invalid_ranking_gets_a_message_and_stores_nothing(engine, gpt_demo_h
 
 def test_arena_votes(engine, gpt_demo_home):
     store = FeedbackStore.open()
-    session, a, b, status = rank.arena_generate(engine, None, "Tell me a fun fact.", *values(temperature=1.0, max_tokens=12))
+    session, a, b, status = arena.arena_generate(engine, None, "Tell me a fun fact.", *values(temperature=1.0, max_tokens=12))
     assert a and b
-    session, msg, stats = rank.vote(store, engine, session, "b")
+    session, msg, stats = arena.vote(store, engine, session, "b")
     assert msg.startswith("Stored vote #1: B is better")
     assert store.pairs() == [{"prompt": "Tell me a fun fact.", "chosen": b, "rejected": a}]
-    session, msg, stats = rank.vote(store, engine, session, "a")  # the same answers cannot be voted twice
+    session, msg, stats = arena.vote(store, engine, session, "a")  # the same answers cannot be voted twice
     assert msg == "Not stored: generate two answers first." and store.counts()["rankings"] == 1
 
 
@@ -236,7 +236,7 @@ def test_rank_records_edits_and_refuses_a_double_submit_and_a_double_vote(engine
     store = FeedbackStore.open()
     out = rank.generate_candidates(engine, None, "Name a fruit.", 2, *values(temperature=1.0, seed="4", max_tokens=8))
     session, answers = out[0], [out[1]["value"], out[2]["value"]]
-    rank.arena_generate(engine, session, "Name a colour.", *values(temperature=1.0, max_tokens=8))
+    arena.arena_generate(engine, session, "Name a colour.", *values(temperature=1.0, max_tokens=8))
     ranks = ["1", "2", None, None, None, None]
     session, msg, _ = rank.submit_ranking(store, engine, session, "Name a fruit.", 2, *answers, "", "", "", "", *ranks)
     assert msg.startswith("Stored ranking #1")
@@ -247,8 +247,8 @@ def test_rank_records_edits_and_refuses_a_double_submit_and_a_double_vote(engine
     first, second = list(store.rankings())
     assert first.params["n"] == 2 and first.params["seed"] == 4  # the Rank tab's own parameters, not the arena's
     assert second.params == {"answers": "typed or edited by the user"}
-    session, msg, _ = rank.vote(store, engine, session, "a")
-    session, again, _ = rank.vote(store, engine, session, "a")
+    session, msg, _ = arena.vote(store, engine, session, "a")
+    session, again, _ = arena.vote(store, engine, session, "a")
     assert msg.startswith("Stored vote #3") and again.startswith("Not stored")
     assert list(store.rankings())[-1].params["n"] == 2 and store.counts()["rankings"] == 3
 
@@ -266,9 +266,9 @@ def test_an_empty_answer_is_a_placeholder_never_stored_as_if_the_model_wrote_it(
     session, status, _ = rank.submit_ranking(store, engine, session, prompt, 2, "", "", "", "", "", "",
                                              "1", "2", None, None, None, None)
     assert status == "Not stored: candidates[0]='' is not allowed; every answer needs some text"
-    session, a, b, status = rank.arena_generate(engine, session, prompt, *panel)
+    session, a, b, status = arena.arena_generate(engine, session, prompt, *panel)
     assert (a, b) == ("", "") and status.startswith("A and B came back empty")
-    session, status, _ = rank.vote(store, engine, session, "a")
+    session, status, _ = arena.vote(store, engine, session, "a")
     assert status.startswith("Not stored: generate two answers first")
     assert store.counts()["rankings"] == 0
     assert rank.EMPTY_ANSWER not in [b["value"] for b in boxes]  # only the boxes' placeholder says so

@@ -109,33 +109,6 @@ def test_a_malformed_file_fails_with_its_line_and_saves_nothing(engine, tmp_path
     assert "broken" not in names
 
 
-def test_a_reward_job_on_the_rankings_store_over_http(engine, tmp_path, gpt_demo_home):
-    """The Train tab end to end: rankings in the store -> /train (reward) -> a saved adapter in the table."""
-    from gradio_client import Client
-
-    from gpt_demo.config import Settings
-    from gpt_demo.feedback import FeedbackStore
-    from gpt_demo.web.app import build_app, launch
-    from gpt_demo.web.serve_config import ServeConfig
-
-    settings = Settings.from_env(device="cpu", offline=True)
-    store = FeedbackStore.open(settings)
-    for i, topic in enumerate(["the weather", "my homework", "a recipe", "the train times", "a movie", "my garden"]):
-        store.add_ranking(f"Can you help me with {topic}?",
-                          [f"Of course! I'd be glad to help with {topic}.", "No. Figure it out yourself."], [1, 2],
-                          model=engine.model_name)
-    app = build_app(engine, store=store, settings=settings)
-    url = launch(app, ServeConfig(port=0), block=False, quiet=True)
-    try:
-        client = Client(url, verbose=False)
-        updates = list(client.submit("reward", "rankings store", None, "web-rm", 3, 5e-4, 0.1, None, api_name="/train"))
-        status, curve, table = updates[-1]
-        assert status.startswith("Saved **reward** adapter **web-rm**"), status
-        assert "web-rm" in [row[0] for row in table["data"]]
-    finally:
-        app.close()
-
-
 def test_a_second_job_on_a_name_still_training_is_refused(tmp_path):
     import threading
 

@@ -3,7 +3,7 @@
     >>> import sqlite3
     >>> db = sqlite3.connect(":memory:", isolation_level=None)
     >>> migrate(db)
-    3
+    4
     >>> migrate(db)          # already there: nothing runs twice
     0
 
@@ -55,6 +55,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         -- Rows written before this migration get theirs when a store opens the file (NULLs never collide).
         ALTER TABLE rankings ADD COLUMN content_hash TEXT;
         CREATE UNIQUE INDEX rankings_content_hash ON rankings(content_hash);
+        """,
+    ),
+    (
+        "004_cross_model_battles",
+        """
+        -- A cross-model arena vote: which model wrote answer A (position 0) and which wrote B (position 1),
+        -- and whether the rater voted before seeing their names. NULL on rows written before this
+        -- migration: their two answers came from the one model in the ``model`` column (see store.battles).
+        ALTER TABLE rankings ADD COLUMN model_a TEXT;
+        ALTER TABLE rankings ADD COLUMN model_b TEXT;
+        ALTER TABLE rankings ADD COLUMN anonymous INTEGER;  -- 1 = names hidden until the vote, 0 = shown
+        CREATE INDEX rankings_battles ON rankings(verdict, model_a, model_b);
         """,
     ),
 ]

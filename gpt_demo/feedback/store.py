@@ -12,12 +12,20 @@
     Traceback (most recent call last):
     ...
     gpt_demo.feedback.store.AlreadyStored: ranking already stored as #1 (same prompt, answers and ranks); nothing was added
+    >>> store.add_battle("Say hi", "Hello!", "Hi.", "a", model_a="smollm2-360m-instruct", model_b="smollm2-135m-instruct")
+    2
+    >>> [(b.model_a, b.model_b, b.verdict, b.anonymous) for b in store.battles()]
+    [('smollm2-360m-instruct', 'smollm2-135m-instruct', 'a', True)]
 
 The same ranking (prompt, answers with their ranks in any order, verdict) is stored once:
 a unique index on its content hash makes that hold across sessions and processes.
 Every write is one ``BEGIN IMMEDIATE`` transaction (a ranking and its answers land
 together or not at all), checked before anything touches the file. WAL mode lets the
 web app, a notebook and an export read while another writes.
+
+An arena vote is a ranking of two answers with a verdict (a | b | tie | both_bad). A
+cross-model vote (``add_battle``) also records the model of each answer and whether the
+rater voted blind; ``battles()`` reads them back for the leaderboard (``leaderboard.py``).
 """
 
 from __future__ import annotations
@@ -48,9 +56,15 @@ class AlreadyStored(ValueError):
         super().__init__(f"ranking already stored as #{self.ranking_id} (same prompt, answers and ranks); nothing was added")
 
 
-def content_hash(prompt: str, candidates: Sequence[str], ranks: Sequence[int], verdict: str | None = None) -> str:
-    """sha256 of what a ranking says: the prompt, its (rank, answer) pairs in any shown order, the verdict."""
+def content_hash(prompt: str, candidates: Sequence[str], ranks: Sequence[int], verdict: str | None = None,
+                 models: Sequence[str] | None = None) -> str:
+    """sha256 of what a ranking says: the prompt, its (rank, answer) pairs in any shown order, the verdict.
+
+    ``models`` (a battle's model per answer) joins the hash only when given, so rows without it keep theirs.
+    """
     content = {"prompt": prompt, "ranked": sorted([int(r), t] for t, r in zip(candidates, ranks)), "verdict": verdict}
+    if models is not None:
+        content["models"] = sorted([t, m] for t, m in zip(candidates, models))
     return hashlib.sha256(json.dumps(content, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -77,6 +91,46 @@ class Ranking:
 
     def pairs(self) -> list[dict]:
         return expand_ranking(self.prompt, self.candidates, self.ranks)
+
+
+@dataclass
+class Battle:
+    """One arena vote: answer A (by ``model_a``) against answer B (by ``model_b``).
+
+    ``anonymous`` is None for votes stored before the store recorded it. A vote from the
+    single-model arena has ``model_a == model_b`` (the ``model`` its answers came from).
+    """
+
+    id: int
+    created_at: str
+    prompt: str
+    answer_a: str
+    answer_b: str
+    model_a: str
+    model_b: str
+    verdict: str
+    anonymous: bool | None = None
+    session_id: str = ""
+    source: str = "arena"
+
+    @property
+    def cross_model(self) -> bool:
+        return self.model_a != self.model_b
+
+
+MAX_MODEL_ID_CHARS = 256  # hub ids are at most 96 + 1 + 96; local paths get some room
+
+
+def check_model_id(name: str, value) -> str:
+    """``value`` if it can name a model on the leaderboard, else a ValueError naming the field ``name``."""
+    allowed = f"give the model's id (1 to {MAX_MODEL_ID_CHARS} characters, no surrounding spaces or control characters)"
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name}={value!r} is not allowed; {allowed}")
+    if len(value) > MAX_MODEL_ID_CHARS:
+        raise ValueError(f"{name}={value[:40]!r}... ({len(value)} characters) is not allowed; {allowed}")
+    if value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{name}={value!r} is not allowed; {allowed}")
+    return value
 
 
 class FeedbackStore:
@@ -124,8 +178,15 @@ class FeedbackStore:
             raise ValueError(f"candidates={len(candidates)} answers is not allowed with a verdict; the arena compares 2")
         if not isinstance(model, str) or not model:
             raise ValueError(f"model={model!r} is not allowed; name the model that wrote the answers")
+        return self._insert(prompt, candidates, ranks, model=model, adapter=adapter, params=params,
+                            session_id=session_id, source=source, verdict=verdict)
+
+    def _insert(self, prompt, candidates, ranks, *, model, adapter, params, session_id, source, verdict,
+                model_a: str | None = None, model_b: str | None = None, anonymous: bool | None = None) -> int:
+        """One ranking row and its answers in one transaction (inputs already checked)."""
         params_json = json.dumps(params or {}, sort_keys=True, default=str)
-        digest = content_hash(prompt, candidates, ranks, verdict)
+        models = None if model_a is None else [model_a, model_b]
+        digest = content_hash(prompt, candidates, ranks, verdict, models)
         with self._lock if self.path == ":memory:" else _nolock():
             db = self._connect()
             db.execute("BEGIN IMMEDIATE")  # the write lock: no other writer can insert this ranking meanwhile
@@ -135,9 +196,10 @@ class FeedbackStore:
                     raise AlreadyStored(same[0])
                 cur = db.execute(
                     "INSERT INTO rankings(created_at, session_id, prompt, model, adapter, params, source, verdict,"
-                    " content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " content_hash, model_a, model_b, anonymous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (datetime.now(timezone.utc).isoformat(), session_id or "", prompt, model, adapter,
-                     params_json, source, verdict, digest),
+                     params_json, source, verdict, digest, model_a, model_b,
+                     None if anonymous is None else int(anonymous)),
                 )
                 rid = cur.lastrowid
                 db.executemany(
@@ -154,6 +216,38 @@ class FeedbackStore:
         """The arena's pairwise vote: ``verdict`` is a | b | tie | both_bad (the last two give no pair)."""
         return self.add_ranking(prompt, [a, b], [], verdict=verdict, source=kwargs.pop("source", "arena"), **kwargs)
 
+    def add_battle(
+        self,
+        prompt: str,
+        a: str,
+        b: str,
+        verdict: str,
+        *,
+        model_a: str,
+        model_b: str,
+        anonymous: bool = True,
+        params: dict | None = None,
+        session_id: str = "",
+        source: str = "arena",
+    ) -> int:
+        """A cross-model arena vote: answer ``a`` by ``model_a`` against ``b`` by ``model_b``; returns its id.
+
+        ``verdict`` is a | b | tie | both_bad; ``anonymous`` says the rater voted before the names were shown
+        (FastChat's leaderboard counts only those). A vote between two answers of one model is
+        ``add_comparison``'s. The vote also expands to a preference pair, like any arena verdict.
+        """
+        check_candidates(prompt, [a, b])
+        ranks = verdict_ranks(verdict)
+        model_a, model_b = check_model_id("model_a", model_a), check_model_id("model_b", model_b)
+        if model_a == model_b:
+            raise ValueError(f"model_a=model_b={model_a!r} is not allowed; a battle is between two different models"
+                             " (store a vote between two answers of one model with add_comparison)")
+        if not isinstance(anonymous, bool):
+            raise ValueError(f"anonymous={anonymous!r} is not allowed; give True (names hidden until the vote) or False")
+        return self._insert(prompt, [a, b], ranks, model=f"{model_a} vs {model_b}", adapter=None, params=params,
+                            session_id=session_id, source=source, verdict=verdict,
+                            model_a=model_a, model_b=model_b, anonymous=anonymous)
+
     # -- reading ------------------------------------------------------------------
     def rankings(self) -> Iterator[Ranking]:
         """Every stored ranking, oldest first."""
@@ -168,6 +262,26 @@ class FeedbackStore:
             cands = sorted(answers.get(rid, []))
             yield Ranking(rid, created, session, prompt, [c[1] for c in cands], [c[2] for c in cands],
                           model, adapter, json.loads(params), source, verdict)
+
+    def battles(self, *, cross_model: bool = True, anonymous_only: bool = False) -> list[Battle]:
+        """Every arena vote, oldest first (the order online Elo needs).
+
+        Votes stored before migration 004 have no model per answer: both are the row's ``model``,
+        which makes them single-model votes, left out unless ``cross_model=False``.
+        ``anonymous_only`` keeps the votes known to be blind (FastChat's leaderboard rule).
+        """
+        db = self._connect()
+        rows = db.execute(
+            "SELECT r.id, r.created_at, r.prompt, a.text, b.text, COALESCE(r.model_a, r.model),"
+            " COALESCE(r.model_b, r.model), r.verdict, r.anonymous, r.session_id, r.source"
+            " FROM rankings r JOIN candidates a ON a.ranking_id = r.id AND a.position = 0"
+            " JOIN candidates b ON b.ranking_id = r.id AND b.position = 1"
+            " WHERE r.verdict IS NOT NULL ORDER BY r.id"
+        ).fetchall()
+        out = [Battle(rid, created, prompt, text_a, text_b, ma, mb, verdict, None if anony is None else bool(anony),
+                      session, source)
+               for rid, created, prompt, text_a, text_b, ma, mb, verdict, anony, session, source in rows]
+        return [b for b in out if (b.cross_model or not cross_model) and (b.anonymous or not anonymous_only)]
 
     def pairs(self) -> list[dict]:
         """All chosen/rejected pairs in TRL's preference format."""

@@ -47,6 +47,7 @@ class Completion:
     model: str = ""
     truncated_messages: int = 0  # how many old messages were dropped to fit the context window
     seed: int | None = None
+    reported_completion_tokens: int | None = None  # a remote server's usage (its token ids are not returned)
 
     @property
     def text(self) -> str:
@@ -54,6 +55,8 @@ class Completion:
 
     @property
     def completion_tokens(self) -> int:
+        if self.reported_completion_tokens is not None:
+            return self.reported_completion_tokens
         return sum(len(c.token_ids) for c in self.choices)
 
     def to_dict(self) -> dict:

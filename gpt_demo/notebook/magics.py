@@ -387,5 +387,5 @@ class GptMagics(Magics):
         engine = self.state.engine(args.model)
         completion = engine.chat(prompt, params)
         candidates = [c.text for c in completion.choices]
-        return RankingPanel(prompt, candidates, model=engine.model_name, adapter=engine.loaded.adapter,
+        return RankingPanel(prompt, candidates, model=engine.model_name, adapter=engine.adapter,
                             params=params.to_dict(), session_id=self.state.session_id, open_store=FeedbackStore.open)

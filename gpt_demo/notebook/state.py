@@ -72,7 +72,7 @@ class LoadingDisplay:
         handle = self._handles.pop(event.key, None)
         if event.stage == "loaded":
             engine = event.engine
-            status = Status(f"Loaded {engine.model_name} on {engine.loaded.device} in {event.seconds:.1f} s.")
+            status = Status(f"Loaded {engine.model_name} on {engine.describe()['device']} in {event.seconds:.1f} s.")
         else:
             status = Status(f"Could not load {event.what}.")
         if handle is not None:

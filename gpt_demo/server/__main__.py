@@ -70,7 +70,8 @@ def main(argv=None) -> int:
                                       admin_api_keys=args.admin_api_keys or None,
                                       max_queue=args.max_queue or DEFAULT_MAX_QUEUE)
     engine = load_engine(args.model, quantize=args.quantize, device=args.device, settings=settings,
-                         adapter=args.adapter, reward_model=args.reward_model, progress=False)
+                         adapter=args.adapter, reward_model=args.reward_model, progress=False,
+                         api_key_env=getattr(args, "api_key_env", None))
     return run_api(engine, serve, settings)
 
 

@@ -8,6 +8,8 @@
     gpt-demo dpo store --out my-dpo --init-adapter oasst-sft
     gpt-demo adapters                                      # what is saved, with final metrics
     gpt-demo chat --adapter oasst-ppo                      # chat with it
+    gpt-demo sft data.jsonl --out my-sft --device cpu --processes 2        # 2 CPU processes (DDP over gloo)
+    accelerate launch --config_file ds.yaml -m gpt_demo dpo pairs.jsonl --out my-dpo   # any accelerate setup
 
 Only argparse and the config dataclasses are imported here, so ``gpt-demo --help`` stays instant.
 """
@@ -25,6 +27,8 @@ from .sft_config import SFTTrainConfig
 
 
 def _print_result(result, as_json: bool) -> int:
+    if not getattr(result, "main_process", True):
+        return 0  # the other ranks of a multi-process run: the main one reports
     if as_json:
         print(json.dumps(result.to_dict(), default=str))
         return 0
@@ -41,6 +45,16 @@ def _run(func_name: str, module: str, cfg_cls, data, args) -> int:
     import importlib
 
     cfg = cfg_cls(**config_values(cfg_cls, args))
+    processes = getattr(args, "processes", 1) or 1
+    if processes < 1:
+        raise ValueError(f"processes={processes} is not allowed; give an integer >= 1")
+    if processes > 1:  # the same command again, on N processes, through accelerate's launcher
+        from ..config import Settings
+        from .launch import check_devices, command_argv, relaunch
+
+        device = check_devices(processes, cfg.device if cfg.device != "auto" else Settings.from_env().device)
+        name, data_arg = WORKFLOW_DATA[module]
+        return relaunch(processes, command_argv(name, data_arg, args, cfg_cls), device)
     print(f"Training {cfg.kind} adapter {cfg.out!r}...", file=sys.stderr, flush=True)
     func = getattr(importlib.import_module(f"gpt_demo.training.{module}"), func_name)
     return _print_result(func(data, cfg), args.json)
@@ -84,6 +98,10 @@ def cmd_adapters(args) -> int:
     return 0
 
 
+WORKFLOW_DATA = {"sft": ("sft", "data"), "reward": ("reward", "data"), "ppo": ("ppo", "--prompts"),
+                 "dpo": ("dpo", "data")}  # module -> (subcommand, its data argument)
+
+
 def register(add) -> None:
     pairs_help = "JSONL with prompt/chosen/rejected (or hh-rlhf transcripts), or 'store' for the rankings store"
     workflows = [  # name, handler, help, (data argument, its help), config
@@ -101,6 +119,9 @@ def register(add) -> None:
         p.add_argument(data_arg, help=data_help, **({"required": True} if data_arg.startswith("--") else {}))
         p.add_argument("--out", required=True, help="adapter name (saved under $GPT_DEMO_HOME/adapters/NAME)")
         p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+        p.add_argument("--processes", type=int, default=1, metavar="N",
+                       help="train on N processes (data parallel, via `accelerate launch`): N CPU processes with "
+                            "--device cpu, N GPUs with cuda (default: 1, this process)")
         add_config_args(p, cfg_cls)
 
     p = add("adapters", cmd_adapters, "List trained adapters (name, kind, base model, metrics).")

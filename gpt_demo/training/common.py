@@ -29,6 +29,7 @@ class TrainResult:
     card: dict
     curves: dict = field(default_factory=dict)
     model: Any = field(default=None, repr=False)  # the trained PeftModel (for tests and notebooks)
+    main_process: bool = True  # False on the other ranks of a multi-process run (they saved nothing)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path), "kind": self.kind, "metrics": self.metrics,
@@ -61,21 +62,46 @@ def load_config(cfg, settings, head: str = "causal", *, adapter: str | None = No
     )
 
 
+def run_device(cfg, settings) -> str:
+    """The device a run trains on, "cpu" or "cuda": ``cfg.device``, else ``settings.device`` (auto: cuda if present)."""
+    from ..models.loading import resolve_device
+
+    return resolve_device(load_config(cfg, settings).device)
+
+
 def load_base(cfg, settings, head: str = "causal"):
     """(model, tokenizer, source name, device): a fresh copy of the base model on ``cfg.device``, ready for LoRA.
 
     ``head="reward"`` gives ``AutoModelForSequenceClassification`` with one output (the reward).
     The config's ``init_adapter`` is merged in first, so it is also what "adapter disabled" means.
-    """
-    from ..models import loading
 
-    loaded = loading.load_model(load_config(cfg, settings, head))
+    Under ``accelerate launch`` this also joins the launcher's process group (``distributed.begin``);
+    the main process loads first (it converts the packaged GGUF once), then the others. On several
+    GPUs the float32 weights load on the CPU and the HF Trainer / ``Accelerator`` move them to each
+    rank's own GPU, as TRL's examples do (no ``device_map`` under DDP).
+    """
+    from dataclasses import replace
+
+    from ..models import loading
+    from .distributed import begin
+
+    device = run_device(cfg, settings)
+    procs = begin(device)
+    load_cfg = load_config(cfg, settings, head)
+    if procs.distributed and device != "cpu":
+        if cfg.quantize != "none":
+            raise ValueError(f"quantize={cfg.quantize!r} with {procs.world_size} GPU processes is not supported yet "
+                             "(each rank would need its own device map); train quantized on one GPU, or use "
+                             "--quantize none")
+        load_cfg = replace(load_cfg, device="cpu")
+    with procs.main_first():
+        loaded = loading.load_model(load_cfg)
     model = loaded.model
     if cfg.quantize != "none":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return model, loaded.tokenizer, loaded.name, loaded.device
+    return model, loaded.tokenizer, loaded.name, device
 
 
 def lora_config(cfg, task_type: str):
@@ -133,11 +159,43 @@ def out_dir(cfg, settings) -> Path:
 
 
 def prepare_output(cfg, settings) -> tuple[Path, str | None]:
-    """The adapter's directory and the checkpoint to resume from (None: start over; ``resume=False`` clears old ones)."""
+    """The adapter's directory and the checkpoint to resume from (None: start over; ``resume=False`` clears old ones).
+
+    With several processes the main one clears, and every rank then sees the same checkpoint.
+    """
+    from .distributed import current
+
     out = out_dir(cfg, settings)
-    if not cfg.resume:
+    procs = current(run_device(cfg, settings))
+    if not cfg.resume and procs.is_main:
         clear_checkpoints(out)
+    procs.barrier()
     return out, last_checkpoint(out) if cfg.resume else None
+
+
+def finish_run(procs, out: Path, model, card: dict, recorder, trainer=None) -> dict:
+    """The main process saves the adapter, its card and curves and clears checkpoints; then every rank waits.
+
+    Weights sharded by the HF ``trainer`` (FSDP, DeepSpeed) are saved by ``trainer.save_model`` on
+    every rank, which gathers them and writes on the main process. Returns the curve files ({} on
+    the other ranks, which write nothing).
+    """
+    from .adapters import save_adapter, write_card
+    from .distributed import is_sharded
+
+    sharded = trainer is not None and is_sharded(trainer)
+    if sharded:
+        trainer.save_model(str(out))
+    curves: dict = {}
+    if procs.is_main:
+        if sharded:
+            write_card(out, card)
+        else:
+            save_adapter(model, out, card)
+        curves = recorder.save()
+        clear_checkpoints(out)
+    procs.barrier()  # every rank returns once the adapter is on disk
+    return curves
 
 
 def last_checkpoint(out: Path) -> str | None:

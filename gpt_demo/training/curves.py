@@ -22,15 +22,21 @@ _SKIP = ("learning_rate", "grad_norm", "epoch", "num_tokens", "entropy", "runtim
 
 
 class CurveRecorder:
-    """Collects logged metrics per step; ``save()`` writes the CSV and PNG into ``out_dir``."""
+    """Collects logged metrics per step; ``save()`` writes the CSV and PNG into ``out_dir``.
+
+    ``main_process=False`` (the other ranks of a multi-process run) still collects rows, but shows
+    no bar, calls no ``on_progress`` and writes nothing: the main process reports for the run.
+    """
 
     def __init__(self, out_dir: Path | None, total: int = 0, *, title: str = "", progress: bool = True,
-                 on_progress: ProgressFn | None = None, resume_until: int | None = None):
-        self.out_dir = Path(out_dir) if out_dir else None
-        self.total, self.title, self.on_progress = total, title, on_progress
+                 on_progress: ProgressFn | None = None, resume_until: int | None = None,
+                 main_process: bool = True):
+        self.out_dir = Path(out_dir) if out_dir and main_process else None
+        self.total, self.title = total, title
+        self.on_progress = on_progress if main_process else None
         self.rows: list[dict] = []
         self._bar = None
-        self._progress = progress
+        self._progress = progress and main_process
         if resume_until is not None and self.out_dir and (self.out_dir / "curves.csv").is_file():
             self.rows = [r for r in _read_csv(self.out_dir / "curves.csv") if r["step"] <= resume_until]
 

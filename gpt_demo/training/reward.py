@@ -17,10 +17,11 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from .adapters import find_adapter, make_card, save_adapter
-from .common import (TrainResult, checkpoint_step, clear_checkpoints, load_base, lora_config, prepare_output, quiet,
+from .adapters import find_adapter, make_card
+from .common import (TrainResult, checkpoint_step, finish_run, load_base, lora_config, prepare_output, quiet,
                      quiet_datasets, settings_or_env, trl_args)
 from .curves import CurveRecorder, ProgressFn, trainer_callback
+from .distributed import ShardLog, current, is_sharded, watch_shards
 from .data import fit_lengths, load_pairs, split_by_conversation, without_line
 from .reward_config import RewardTrainConfig
 
@@ -85,14 +86,21 @@ class RewardModel:
         return self.score(prompts, answers)
 
 
-def pair_metrics(rm: RewardModel, pairs: list[dict]) -> dict:
-    """Pair accuracy (share with r_chosen > r_rejected) and mean margin r_chosen - r_rejected."""
+def pair_metrics(rm: RewardModel, pairs: list[dict], procs=None) -> dict:
+    """Pair accuracy (share with r_chosen > r_rejected) and mean margin r_chosen - r_rejected.
+
+    With ``procs`` of a multi-process run each rank scores every world_size-th pair and the margins
+    of all ranks are pooled, so every rank returns the metrics of all ``pairs``.
+    """
     if not pairs:
         return {}
-    prompts = [p["prompt"] for p in pairs]
-    chosen = rm.score(prompts, [p["chosen"][-1]["content"] for p in pairs])
-    rejected = rm.score(prompts, [p["rejected"][-1]["content"] for p in pairs])
+    mine, real = procs.split(pairs) if procs is not None else (pairs, len(pairs))
+    prompts = [p["prompt"] for p in mine]
+    chosen = rm.score(prompts, [p["chosen"][-1]["content"] for p in mine])
+    rejected = rm.score(prompts, [p["rejected"][-1]["content"] for p in mine])
     margins = [c - r for c, r in zip(chosen, rejected)]
+    if procs is not None:
+        margins = procs.join(margins, real)
     return {"pair_accuracy": sum(m > 0 for m in margins) / len(margins), "mean_margin": sum(margins) / len(margins),
             "pairs": len(pairs)}
 
@@ -113,22 +121,26 @@ def train_reward(data, cfg: RewardTrainConfig = RewardTrainConfig(), settings=No
     if not train:
         raise ValueError(f"eval_fraction={cfg.eval_fraction} leaves no training pairs out of {len(pairs)}")
 
+    procs = current(device)
     out, resume_from = prepare_output(cfg, settings)
     recorder = CurveRecorder(out, title=f"reward model {cfg.out}", progress=cfg.progress, on_progress=on_progress,
-                             resume_until=checkpoint_step(resume_from))
+                             resume_until=checkpoint_step(resume_from), main_process=procs.is_main)
     args = trl_args(RewardConfig, cfg, out, device, len(train), center_rewards_coefficient=cfg.center_rewards or None,
                     disable_dropout=True)
     quiet_datasets()
     trainer = quiet(RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(without_line(train)),
                                   processing_class=tokenizer, peft_config=lora_config(cfg, "SEQ_CLS"),
                                   callbacks=[trainer_callback(recorder)]))
+    shards = ShardLog()
+    if procs.distributed:
+        watch_shards(trainer, shards)
     rm = RewardModel(trainer.model, tokenizer, cfg.out, cfg.max_length)
-    before = pair_metrics(rm, held_out) if resume_from is None else {}
+    before = pair_metrics(rm, held_out, procs) if resume_from is None else {}  # ranks share the held-out pairs
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - started
     rm.model = trainer.model
-    after = pair_metrics(rm, held_out)
+    after = pair_metrics(rm, held_out, procs)
     recorder.close()
 
     metrics = {
@@ -143,8 +155,8 @@ def train_reward(data, cfg: RewardTrainConfig = RewardTrainConfig(), settings=No
         "resumed_from_step": checkpoint_step(resume_from),
         **lengths.metrics(),
     }
-    card = make_card("reward", cfg, base_name, data, fingerprint, metrics)
-    save_adapter(trainer.model, out, card)
-    curves = recorder.save()
-    clear_checkpoints(out)
-    return TrainResult(cfg.out, out, "reward", metrics, card, curves, rm if keep_model else None)
+    extra = ({"distributed": shards.record(procs, trainer.model, out, digest=not is_sharded(trainer))}
+             if procs.distributed else {})
+    card = make_card("reward", cfg, base_name, data, fingerprint, metrics, **extra)
+    curves = finish_run(procs, out, trainer.model, card, recorder, trainer)
+    return TrainResult(cfg.out, out, "reward", metrics, card, curves, rm if keep_model else None, procs.is_main)

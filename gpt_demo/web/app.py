@@ -53,11 +53,11 @@ def build_app(engine, *, store=None, settings=None, serve: ServeConfig | None = 
         gr.Markdown(_header(engine, engines if _train_tab() is not None else None))
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                chat.build(engine, state, serve.concurrency)
+                chat.build(engine, state, serve.concurrency, pool=engines)
             with gr.Tab("Rank", id="rank"):
-                loads += rank.build(engine, store, state, serve.concurrency, access=access)["load"]
+                loads += rank.build(engine, store, state, serve.concurrency, access=access, pool=engines)["load"]
             with gr.Tab("Explain", id="explain"):
-                loads += explain.build(engine, state, serve.jobs)["load"]
+                loads += explain.build(engine, state, serve.jobs, pool=engines)["load"]
             with gr.Tab("Embeddings", id="embed"):
                 loads += embed.build(engine, serve.jobs)["load"]
             with gr.Tab("Moderation", id="moderate"):
@@ -129,6 +129,10 @@ def rest_api(app, serve: ServeConfig):
     """
     engines = getattr(app, "gpt_demo_engines", None)
     if not serve.api or engines is None:
+        return None
+    if engines.base is not None and engines.base.loaded is None:  # a remote backend: it has an API of its own
+        print(f"NOTE: the REST API at /v1 is off: the model is served by {engines.base.backend}; point clients "
+              "there.", file=sys.stderr, flush=True)
         return None
     if serve.credentials and not (serve.api_keys or serve.admin_api_keys):
         # An open /v1 beside a page behind logins would be a way round them.

@@ -62,11 +62,20 @@ def add_user(session: WebSession | None, message: str, mode: str, *param_values,
     return session, chat_messages(session.conversation), "", note
 
 
-def stream_reply(engine, session: WebSession | None, mode: str, *param_values):
-    """Generate the assistant's answer to the conversation, yielding (session, chatbot, note) as it grows."""
+def stream_reply(engine, session: WebSession | None, mode: str, *param_values, pool=None):
+    """Generate the assistant's answer to the conversation, yielding (session, chatbot, note) as it grows.
+
+    ``pool`` (the app's ``EngineCache``) serves the model this visitor picked (``web.pickers``).
+    """
     import gradio as gr
 
+    from .pickers import engine_for
+
     session = ensure(session)
+    try:
+        engine = engine_for(pool, engine, session, "chat")
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise gr.Error(error_text(exc), print_exception=False) from None
     conv = session.conversation
     if not conv.turns or conv.turns[-1]["role"] != "user":
         yield session, chat_messages(conv), session.note
@@ -155,14 +164,21 @@ def set_system(session: WebSession | None, text: str):
     return session
 
 
-def build(engine, state, concurrency: int) -> None:
-    """The tab's components and events, inside the current ``gr.Tab``; replies join the model queue."""
+def build(engine, state, concurrency: int, pool=None) -> None:
+    """The tab's components and events, inside the current ``gr.Tab``; replies join the model queue.
+
+    With ``pool`` (the app's ``EngineCache``) a Model picker offers the base, its adapters and the
+    configured remotes (``/chat_model``).
+    """
     import gradio as gr
 
     from ..limits import current_limits
+    from .pickers import picker
 
     limits = getattr(engine, "limits", None) or current_limits()
 
+    picker_note = gr.Markdown("", elem_id="chat-model-note")
+    picker(pool, engine, state, "chat", picker_note)
     system = gr.Textbox(label="System prompt", placeholder="You are a helpful assistant.", lines=1)
     chatbot = gr.Chatbot(label=f"Chat with {engine.model_name}", height=460, sanitize_html=True,
                          allow_tags=False, render_markdown=True, feedback_options=None,
@@ -182,7 +198,7 @@ def build(engine, state, concurrency: int) -> None:
     params = panel(engine.defaults.replace(**CHAT_DEFAULTS), max_tokens_limit=min(engine.context_window, 2048),
                    prefix="chat")
 
-    reply = partial(stream_reply, engine)
+    reply = partial(stream_reply, engine, pool=pool)
     gen = generate_queue(concurrency)
     add = partial(add_user, limits=limits)
     events = []

@@ -4,6 +4,8 @@
     gpt-demo serve --api-only --api-key sk-local    # the OpenAI-compatible API alone, behind a key
     gpt-demo serve --host 0.0.0.0 --auth ann:pw --admin me:secret  # on your network: a rater and an admin
     gpt-demo serve --model HuggingFaceTB/SmolLM2-360M-Instruct --quantize 4bit
+    gpt-demo serve --remote big=vllm:http://gpu:8000/v1#Qwen/Qwen2.5-7B-Instruct   # offered in every picker
+    gpt-demo serve --model llamacpp:http://127.0.0.1:8080/v1           # the page in front of llama.cpp
     gpt-demo spaces export ./my-space               # a folder that runs as a Hugging Face Space
 """
 
@@ -19,7 +21,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve_config import ServeConfig
 
     # checked before the slow load
-    settings = Settings.from_env(decode=args.decode)
+    settings = Settings.from_env(decode=args.decode, remotes=tuple(args.remote) if args.remote else None)
+    from ..backends.catalog import configured_remotes
+
+    configured_remotes(settings)  # a bad --remote or models.toml entry is named now, not at first use
     serve = ServeConfig.from_settings(settings, host=args.host, port=args.port, auth=args.auth, admin=args.admin,
                                       share=args.share, concurrency=args.concurrency, jobs=args.jobs,
                                       api=not args.no_api, api_keys=args.api_keys,
@@ -33,10 +38,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = replace(settings, limits=replace(settings.limits, concurrency=serve.concurrency, jobs=serve.jobs))
     print("Loading model...", file=sys.stderr, flush=True)
     engine = load_engine(model=args.model, quantize=args.quantize, device=args.device, adapter=args.adapter,
-                         reward_model=args.reward_model, settings=settings)
+                         reward_model=args.reward_model, settings=settings, api_key_env=args.api_key_env)
     if args.api_only:
         from ..server.__main__ import run_api
 
+        if engine.loaded is None:
+            raise ValueError(f"--api-only is not allowed with the remote model {engine.backend}: it has an API "
+                             "of its own; point clients there")
         return run_api(engine, serve, settings)
     from .app import build_app, launch
 
@@ -69,6 +77,10 @@ def register(add) -> None:
     p.add_argument("--concurrency", type=int, default=None,
                    help="the batch size of generation: that many answers (Chat, Rank, Arena, the API) are "
                         "decoded together, step by step; others queue (default $GPT_DEMO_CONCURRENCY or 8)")
+    p.add_argument("--remote", action="append", metavar="ID=SCHEME:URL#MODEL",
+                   help="a remote model the pickers offer beside the base and its adapters, e.g. "
+                        "big=vllm:http://gpu:8000/v1#Qwen/Qwen2.5-7B-Instruct (repeatable; also $GPT_DEMO_REMOTES "
+                        "and $GPT_DEMO_HOME/models.toml)")
     p.add_argument("--jobs", type=int, default=None,
                    help="other model jobs run at once: Explain, embeddings, moderation, Compare, Train "
                         "(default $GPT_DEMO_JOBS or 2)")

@@ -46,12 +46,15 @@ def distribution_table(engine, text: str, temperature: float, top_k: int):
     return df, choices, getattr(rows, "clipped_tokens", 0)
 
 
-def show_distribution(engine, session: WebSession | None, text: str, temperature, top_k):
-    """Returns (session, table, chart, choice box update, status)."""
+def show_distribution(engine, session: WebSession | None, text: str, temperature, top_k, pool=None):
+    """Returns (session, table, chart, choice box update, status), for the model the tab's picker chose."""
     import gradio as gr
+
+    from .pickers import engine_for
 
     session = ensure(session)
     try:
+        engine = engine_for(pool, engine, session, "explain")
         df, choices, clipped = distribution_table(engine, text, temperature, top_k)
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
@@ -62,19 +65,23 @@ def show_distribution(engine, session: WebSession | None, text: str, temperature
     return session, df.drop(columns=["token_id"]), df[["token", "probability"]], gr.update(choices=choices, value=None), status
 
 
-def take_step(engine, session: WebSession | None, text: str, temperature, top_k, token_id, seed):
+def take_step(engine, session: WebSession | None, text: str, temperature, top_k, token_id, seed, pool=None):
     """Append the chosen token (or a sampled one when none is chosen). Returns the new text plus show_distribution."""
     import gradio as gr
 
+    from .pickers import engine_for
+
     session = ensure(session)
+    base = engine
     try:
+        engine = engine_for(pool, engine, session, "explain")
         result = engine.step(text, as_float("temperature", temperature, 0, 2),
                              token_id=optional_int("token_id", token_id), seed=optional_int("seed", seed, 0),
                              top_k=as_int("rows", top_k, 1, 100))
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
     how = "chosen" if token_id not in (None, "") else "sampled"
-    out = show_distribution(engine, session, result.text, temperature, top_k)
+    out = show_distribution(base, session, result.text, temperature, top_k, pool=pool)
     status = f"Appended **{show_token(result.token)}** ({how}, p = {result.prob:.1%}). " + out[-1]
     return result.text, *out[:-1], status
 
@@ -105,6 +112,8 @@ def show_attention(engine, text: str, layer, head: str, token: str):
     """Returns (figure, reading): what ``token`` attends to most at this layer and head."""
     import gradio as gr
 
+    from ..backends import CapabilityMissing
+
     try:
         fig, amap = attention_plot(engine, text, layer, head)
         reading = ""
@@ -112,6 +121,8 @@ def show_attention(engine, text: str, layer, head: str, token: str):
             top = amap.top_attended(token, k=3)
             reading = f"**{token.strip()}** attends most to: " + ", ".join(
                 f"{show_token(t)} ({w:.0%})" for t, w in top) + " (position 0, the attention sink, left out)."
+    except CapabilityMissing as exc:  # a remote backend: say so in the tab, on every load, without an error box
+        return None, f"**{exc}**."
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
     return fig, reading
@@ -130,19 +141,27 @@ def find_heads(engine, text: str, token: str, target: str):
                          "weight": [round(r[2], 3) for r in rows]})
 
 
-def build(engine, state, jobs: int = 2) -> dict:
-    """The tab inside the current ``gr.Tab``; every event joins the model queue of ``jobs``."""
+def build(engine, state, jobs: int = 2, pool=None) -> dict:
+    """The tab inside the current ``gr.Tab``; every event joins the model queue of ``jobs``.
+
+    With ``pool`` the next-token table and the step-through follow a Model picker (a remote serves
+    the table from its logprobs); attention maps stay on the base model's weights.
+    """
     import gradio as gr
 
     from ..limits import current_limits
+    from .pickers import picker
 
     max_chars = (getattr(engine, "limits", None) or current_limits()).max_input_chars
     queue = model_queue(jobs)
 
-    cfg = engine.loaded.model.config
-    n_layers, n_heads = int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+    model = getattr(engine.loaded, "model", None)  # None: a remote backend, which has no attention to show
+    n_layers = int(model.config.num_hidden_layers) if model is not None else 1
+    n_heads = int(model.config.num_attention_heads) if model is not None else 1
     with gr.Tabs():
         with gr.Tab("Next token"):
+            explain_note = gr.Markdown("", elem_id="explain-model-note")
+            picker(pool, engine, state, "explain", explain_note)
             text = gr.Textbox(DEFAULT_TEXT, label="Text (raw, no chat template)", lines=2, elem_id="explain-text",
                               max_length=max_chars)
             with gr.Row():
@@ -162,7 +181,8 @@ def build(engine, state, jobs: int = 2) -> dict:
             a_text = gr.Textbox(ATTENTION_EXAMPLE, label="A short sentence", lines=1, max_length=max_chars)
             with gr.Row():
                 default_layer = 13 if n_layers > 13 else n_layers - 1  # 13/8: "it" -> "animal" in SmolLM2-135M
-                layer = gr.Slider(0, n_layers - 1, value=default_layer, step=1, label="layer")
+                layer = gr.Slider(0, max(n_layers - 1, 1), value=default_layer, step=1, label="layer",
+                                  interactive=model is not None)
                 head = gr.Dropdown(["mean"] + [str(h) for h in range(n_heads)], value="8" if n_heads > 8 else "mean",
                                    label="head")
                 token = gr.Textbox("it", label="Read the row of token")
@@ -173,11 +193,11 @@ def build(engine, state, jobs: int = 2) -> dict:
                 find = gr.Button("Find heads", scale=1)
             heads = gr.Dataframe(label="Strongest heads", interactive=False)
 
-    show = partial(show_distribution, engine)
+    show = partial(show_distribution, engine, pool=pool)
     outs = [state, table, chart, choice, status]
     for trigger in (text.submit, temperature.change, top_k.change):
         trigger(show, [state, text, temperature, top_k], outs, api_name=False, show_progress="hidden", **queue)
-    step.click(partial(take_step, engine), [state, text, temperature, top_k, choice, seed], [text, *outs],
+    step.click(partial(take_step, engine, pool=pool), [state, text, temperature, top_k, choice, seed], [text, *outs],
                api_name="explain_step", **queue)
     attn = partial(show_attention, engine)
     for trigger in (a_text.submit, layer.release, head.change, token.submit):

@@ -1,8 +1,7 @@
-"""The Rank tab: rank k sampled answers (1 = best) or vote in a quick A/B arena; rankings go to the store.
+"""The Rank tab: rank k sampled answers (1 = best) or vote in the Arena (``web.arena``); both go to the store.
 
-    generate_candidates(engine, session, prompt, k, *param_values)   -> k answers, shown side by side
+    generate_candidates(engine, session, prompt, k, *param_values, pool=)   -> k answers, shown side by side
     submit_ranking(store, engine, session, prompt, k, *answers_then_ranks)  -> one stored row, or a message
-    vote(store, engine, session, verdict)                               -> the arena's pairwise verdict
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ EXAMPLE_PROMPTS = [
 # Varied enough that the k answers differ, calm enough that they stay on topic.
 RANK_DEFAULTS = dict(temperature=0.8, top_p=0.95, max_tokens=96)
 _STORE_LOCK = threading.Lock()  # check-then-write of a session's last submission is one step
-VERDICT_LABELS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 
 
 def _check_k(k) -> int:
@@ -81,18 +79,26 @@ def store_path_text(store) -> str:
     return f"The rankings store is `{store.path}`."
 
 
-def generate_candidates(engine, session: WebSession | None, prompt: str, k, *param_values):
-    """Sample k answers. Returns (session, [answer box updates x MAX_K], [rank updates x MAX_K], status)."""
+def generate_candidates(engine, session: WebSession | None, prompt: str, k, *param_values, pool=None):
+    """Sample k answers from the model this visitor picked (``pool``: the app's ``EngineCache``).
+
+    Returns (session, [answer box updates x MAX_K], [rank updates x MAX_K], status).
+    """
     import gradio as gr
+
+    from .pickers import engine_for
 
     session = ensure(session)
     try:
         prompt, k = _check_prompt(prompt), _check_k(k)
         params = to_params(*param_values, n=k)
-    except ValueError as exc:
+        chosen = engine_for(pool, engine, session, "rank")
+    except (ValueError, RuntimeError, OSError) as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
-    answers = sample_answers(engine, prompt, params)
+    answers = sample_answers(chosen, prompt, params)
     session.rank_prompt, session.rank_answers, session.rank_params = prompt, tuple(answers), params.to_dict()
+    # stored as the base's name and the adapter (a remote: its name), as rankings always were
+    session.rank_source = (engine.model_name if chosen.loaded is not None else chosen.model_name, chosen.adapter)
     status = f"{k} answers sampled at temperature {params.temperature}. Give each a different rank (1 = best) and submit."
     if params.temperature == 0:
         status += " Temperature 0 gives identical answers: raise it for a useful ranking."
@@ -125,9 +131,10 @@ def submit_ranking(store, engine, session: WebSession | None, prompt: str, k, *a
             if session.last_stored and session.last_stored[0] == key:
                 return session, f"Not stored again: this ranking is already stored as #{session.last_stored[1]}.", \
                     stats_text(store)
+            model, adapter = (session.rank_source if generated and session.rank_source
+                              else (engine.model_name, engine.adapter))
             ranking_id = store.add_ranking(
-                prompt, answers, ranks[:k],
-                model=engine.model_name, adapter=engine.loaded.adapter,
+                prompt, answers, ranks[:k], model=model, adapter=adapter,
                 params=session.rank_params if generated else {"answers": "typed or edited by the user"},
                 session_id=session.id, source="rank",
             )
@@ -136,43 +143,6 @@ def submit_ranking(store, engine, session: WebSession | None, prompt: str, k, *a
         return session, f"Not stored: {error_text(exc)}", stats_text(store)
     pairs = k * (k - 1) // 2
     return session, f"Stored ranking #{ranking_id} ({pairs} preference pairs).", stats_text(store)
-
-
-def arena_generate(engine, session: WebSession | None, prompt: str, *param_values):
-    """Two answers for the arena. Returns (session, answer A, answer B, status)."""
-    import gradio as gr
-
-    session = ensure(session)
-    try:
-        prompt = _check_prompt(prompt)
-        params = to_params(*param_values, n=2)
-    except ValueError as exc:
-        raise gr.Error(error_text(exc), print_exception=False) from None
-    a, b = sample_answers(engine, prompt, params)
-    session.arena, session.arena_prompt, session.arena_params = (a, b), prompt, params.to_dict()
-    if not a or not b:  # an empty answer cannot be stored; a vote on it would be refused
-        session.arena = None
-        empty = " and ".join(name for name, text in (("A", a), ("B", b)) if not text)
-        return session, a, b, f"{empty} came back empty (the model stopped at once): generate again to vote."
-    return session, a, b, "Which answer is better?"
-
-
-def vote(store, engine, session: WebSession | None, verdict: str):
-    """Store the arena verdict (a | b | tie | both_bad) for the answers on show. Returns (session, status, stats)."""
-    session = ensure(session)
-    with _STORE_LOCK:  # two quick clicks: the first takes the answers, the second finds none
-        arena, session.arena = session.arena, None
-    if arena is None:
-        return session, "Not stored: generate two answers first.", stats_text(store)
-    try:
-        ranking_id = store.add_comparison(
-            session.arena_prompt, *arena, verdict,
-            model=engine.model_name, adapter=engine.loaded.adapter, params=session.arena_params, session_id=session.id,
-        )
-    except ValueError as exc:
-        session.arena = arena  # nothing stored: the vote can be given again
-        return session, f"Not stored: {error_text(exc)}", stats_text(store)
-    return session, f"Stored vote #{ranking_id}: {VERDICT_LABELS[verdict]}.", stats_text(store)
 
 
 _EXPORT_DIR: list = []  # one folder per process; old files in it are removed on each export
@@ -205,9 +175,12 @@ def access_updates(store, access, user):
             gr.update(value=path, visible=bool(path)))
 
 
-def build(engine, store, state, concurrency: int, access=None) -> dict:
+def build(engine, store, state, concurrency: int, access=None, pool=None) -> dict:
+    """The tab inside the current ``gr.Tab``; ``pool`` (the app's ``EngineCache``) feeds the model pickers."""
     import gradio as gr
 
+    from .arena import ARENA_MODES, VERDICT_LABELS, arena_generate, arena_setup, leaderboard_view, vote
+    from .pickers import labels, picker
     from .roles import Access, AccessHolder, gradio_fn
 
     access = access or AccessHolder(Access())
@@ -222,6 +195,8 @@ def build(engine, store, state, concurrency: int, access=None) -> dict:
                 k = gr.Slider(MIN_K, MAX_K, value=3, step=1, label="k answers", scale=1, elem_id="rank-k")
             params = panel(engine.defaults.replace(**RANK_DEFAULTS),
                            max_tokens_limit=min(engine.context_window, 1024))
+            model_note = gr.Markdown("", elem_id="rank-model-note")
+            picker(pool, engine, state, "rank", model_note)
             generate = gr.Button("Generate answers", variant="primary", elem_id="rank-generate")
             boxes, ranks = [], []
             with gr.Row(equal_height=True):
@@ -235,6 +210,17 @@ def build(engine, store, state, concurrency: int, access=None) -> dict:
             submit = gr.Button("Submit ranking", variant="primary", elem_id="rank-submit")
             status = gr.Markdown("", elem_id="rank-status")
         with gr.Tab("Arena (A vs B)"):
+            offered = labels(pool, engine)
+            with gr.Row():
+                a_mode = gr.Radio(list(ARENA_MODES), value="samples", label="Mode", scale=2, elem_id="arena-mode",
+                                  info="samples: two of one model · named: you pick A and B · anonymous: a random "
+                                       "pair, names shown after the vote")
+                # custom values pass to arena_setup, which checks them against what is offered right now
+                model_a = gr.Dropdown(offered, value=engine.model_name, label="Model A (samples: the model)",
+                                      scale=2, elem_id="arena-model-a", allow_custom_value=True)
+                model_b = gr.Dropdown(offered, value=offered[-1], label="Model B (named)", scale=2,
+                                      elem_id="arena-model-b", allow_custom_value=True)
+            a_setup_note = gr.Markdown("", elem_id="arena-setup-note")
             a_prompt = gr.Dropdown(EXAMPLE_PROMPTS, value=None, allow_custom_value=True, label="Prompt")
             a_params = panel(engine.defaults.replace(**RANK_DEFAULTS),
                              max_tokens_limit=min(engine.context_window, 1024))
@@ -244,7 +230,11 @@ def build(engine, store, state, concurrency: int, access=None) -> dict:
                 answer_b = gr.Textbox(label="B", lines=8, interactive=False, placeholder=EMPTY_ANSWER)
             with gr.Row():
                 buttons = {v: gr.Button(label) for v, label in VERDICT_LABELS.items()}
-            a_status = gr.Markdown("")
+            a_status = gr.Markdown("", elem_id="arena-status")
+            with gr.Accordion("Leaderboard", open=False):
+                board_refresh = gr.Button("Refresh the leaderboard", size="sm", elem_id="leaderboard-refresh")
+                board_table = gr.Markdown("", elem_id="leaderboard-table")
+                board_plot = gr.Plot(label="Win rate: row beats column (ties count half)")
     locked = access.access.locked_note()
     with gr.Row():
         fmt = gr.Radio(["jsonl", "parquet"], value="jsonl", label="Export format", scale=1)
@@ -253,14 +243,22 @@ def build(engine, store, state, concurrency: int, access=None) -> dict:
     export_note = gr.Markdown(locked or "", visible=locked is not None, elem_id="rank-export-note")
     path_note = gr.Markdown("", visible=False, elem_id="rank-store-path")
 
-    generate.click(partial(generate_candidates, engine), [state, prompt, k, *params], [state, *boxes, *ranks, status],
-                   api_name="rank_generate", **gen)
+    generate.click(partial(generate_candidates, engine, pool=pool), [state, prompt, k, *params],
+                   [state, *boxes, *ranks, status], api_name="rank_generate", **gen)
     k.change(lambda kk: [gr.update(visible=i < int(kk)) for i in range(MAX_K)] * 2, [k], [*boxes, *ranks],
              api_name=False, show_progress="hidden")
     submit.click(partial(submit_ranking, store, engine), [state, prompt, k, *boxes, *ranks], [state, status, stats],
                  api_name="rank_submit", concurrency_limit=None)
-    a_generate.click(partial(arena_generate, engine), [state, a_prompt, *a_params],
+    setup = partial(arena_setup, pool, engine)
+    for i, control in enumerate((a_mode, model_a, model_b)):
+        control.change(setup, [state, a_mode, model_a, model_b], [state, a_setup_note],
+                       api_name="arena_setup" if i == 0 else False, show_progress="hidden")
+    for box in (model_a, model_b):  # an adapter trained a minute ago is offered at once
+        box.focus(lambda: gr.update(choices=labels(pool, engine)), None, box, api_name=False, show_progress="hidden")
+    a_generate.click(partial(arena_generate, engine, pool=pool), [state, a_prompt, *a_params],
                      [state, answer_a, answer_b, a_status], api_name="arena_generate", **gen)
+    board_refresh.click(partial(leaderboard_view, store), None, [board_table, board_plot], api_name="leaderboard",
+                        concurrency_limit=None)
     for verdict, button in buttons.items():
         button.click(partial(vote, store, engine, verdict=verdict), [state], [state, a_status, stats],
                      api_name=f"arena_{verdict}", concurrency_limit=None)

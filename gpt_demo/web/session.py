@@ -31,6 +31,11 @@ class WebSession:
     arena_params: dict = field(default_factory=dict)
     reply_id: int = 0  # bumped by each new reply; an older stream that sees it change stops writing
     explain_text: str = ""  # the text the Explain tab is stepping through
+    models: dict = field(default_factory=dict)  # tab -> the model label its picker chose (web/pickers.py)
+    arena_models: tuple[str, str] | None = None  # who wrote answers A and B; hidden until the vote
+    arena_anonymous: bool = False
+    arena_source: tuple | None = None  # (model, adapter) of a samples battle, as the store records them
+    rank_source: tuple | None = None  # (model, adapter) that wrote the candidates on show
 
 
 def ensure(session: WebSession | None) -> WebSession:

@@ -118,6 +118,9 @@ def run_job(pool, settings, kind, source, upload, out, max_steps, learning_rate,
     from .. import api
 
     try:
+        base = getattr(pool, "base", None)
+        if base is not None and base.loaded is None:  # a remote backend: its weights are on its server
+            base.capabilities.require("training", base.backend)
         data, config = _job_args(kind, source, upload, out, max_steps, learning_rate, beta, reward_adapter,
                                  step_limit=max_steps_limit(settings))
     except ValueError as exc:
@@ -259,6 +262,27 @@ def delete(pool, settings, name):
     return f"Deleted adapter **{name}**."
 
 
+def add_remote_model(settings, rid: str, spec: str, key_env: str):
+    """Admins: connect to a remote OpenAI-compatible server, then add it to ``models.toml`` for every picker."""
+    import gradio as gr
+
+    from ..backends.catalog import add_remote, check_remote
+    from ..backends.registry import parse_spec
+    from ..backends.remote import RemoteEngine
+    from ..config import read_secret
+
+    try:
+        rid, spec, key_env = (rid or "").strip(), (spec or "").strip(), (key_env or "").strip() or None
+        check_remote(rid, spec, key_env)
+        parsed = parse_spec(spec)
+        env = key_env or parsed.kind.key_env
+        remote = RemoteEngine(parsed, api_key=read_secret(env) if env else None, settings=settings, retries=1)
+        add_remote(settings, rid, str(remote.spec), key_env)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise gr.Error(error_text(exc), print_exception=False) from None
+    return f"Added remote **{rid}** ({remote.spec}); the model pickers offer it now."
+
+
 def access_updates(access, user):
     """On page load, per user: the Train and Delete buttons, and the note that says why they are off."""
     import gradio as gr
@@ -294,7 +318,10 @@ def build(engine, store, state, *, pool=None, settings=None, access=None, jobs: 
                 learning_rate = gr.Number(2e-4, label="learning rate")
             with gr.Row():
                 beta = gr.Slider(0.0, 1.0, value=0.1, step=0.01, label="beta (DPO / PPO KL leash)")
-                reward_adapter = gr.Dropdown([n for n in names], value=None, label="reward adapter (PPO)")
+                # custom values: one trained a moment ago (by another session, or over the API) is not in
+                # this page's list yet; the trainer checks the name
+                reward_adapter = gr.Dropdown([n for n in names], value=None, label="reward adapter (PPO)",
+                                             allow_custom_value=True)
             start = gr.Button("Train", variant="primary", elem_id="train-start", interactive=locked is None)
             stop = gr.Button("Stop (resumable: train again with the same name)", variant="stop")
         with gr.Column(scale=3):
@@ -305,6 +332,14 @@ def build(engine, store, state, *, pool=None, settings=None, access=None, jobs: 
                 refresh = gr.Button("Refresh", size="sm")
                 doomed = gr.Dropdown(names, value=None, label="adapter to delete", scale=2, allow_custom_value=True)
                 remove = gr.Button("Delete", size="sm", variant="stop", interactive=locked is None)
+    with gr.Accordion("Add a remote model (vLLM, llama.cpp, Ollama, any OpenAI-compatible server)", open=False):
+        with gr.Row():
+            remote_id = gr.Textbox(label="id", placeholder="qwen-7b", scale=1)
+            remote_spec = gr.Textbox(label="SCHEME:URL#MODEL", placeholder="vllm:http://gpu-box:8000/v1#Qwen/"
+                                     "Qwen2.5-7B-Instruct", scale=3)
+            remote_key = gr.Textbox(label="key variable (optional)", placeholder="VLLM_API_KEY", scale=1)
+            remote_add = gr.Button("Connect and add", scale=1, interactive=locked is None)
+        remote_status = gr.Markdown("")
     gr.Markdown("### Base model and adapters, side by side")
     with gr.Row():
         prompt = gr.Textbox("How do I apologise to a friend I upset?", label="Prompt", scale=3)
@@ -338,6 +373,8 @@ def build(engine, store, state, *, pool=None, settings=None, access=None, jobs: 
     removed = remove.click(gradio_fn(partial(delete, pool, settings), access, "adapters"), [doomed], [status],
                            api_name="delete_adapter")
     removed.success(refreshed, None, lists, api_name=False)
+    remote_add.click(gradio_fn(partial(add_remote_model, settings), access, "adapters"),
+                     [remote_id, remote_spec, remote_key], [remote_status], api_name="add_remote")
     # Compare and Train run the model: they count against the same budget as chat (web.queues).
     compared = go.click(partial(compare, pool), [prompt, chosen, temperature, max_tokens], answers, api_name="compare",
                         **model_queue(jobs))
