@@ -390,7 +390,8 @@ def _load_remote(spec: str, settings: Settings, *, adapter, quantize, reward_mod
                              "weights (serve the adapter or quantization there)")
     from .backends.catalog import key_env_for
 
-    key_env = api_key_env or key_env_for(settings, spec) or parsed.kind.key_env
+    configured = key_env_for(settings, spec)  # "" in models.toml: this server gets no key at all
+    key_env = api_key_env or (configured if configured is not None else parsed.kind.key_env)
     return RemoteEngine(parsed, api_key=read_secret(key_env) if key_env else None, settings=settings,
                         defaults=defaults)
 

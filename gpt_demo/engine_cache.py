@@ -98,7 +98,9 @@ class EngineCache:
         settings = self.settings()
         model = model or settings.model
         if is_remote(model):  # the server holds the weights: as key_of() names a remote engine
-            return EngineKey(model, adapter or None, "none", "remote")
+            from .backends.registry import parse_spec
+
+            return EngineKey(str(parse_spec(model)), adapter or None, "none", "remote")
         return EngineKey(model, adapter or None, quantize or settings.quantize, device or settings.device)
 
     # -- what is held -----------------------------------------------------------------

@@ -22,7 +22,7 @@ from gpt_demo.backends import Capabilities, CapabilityMissing, is_remote, parse_
 from gpt_demo.backends.http import JSONClient, RemoteError, RemoteUnreachable
 
 KEY = "sk-remote-test"
-KEY_ENV = "GPT_DEMO_TEST_REMOTE_KEY"
+KEY_ENV = "REMOTE_TEST_API_KEY"
 MODEL = "smollm2-135m-instruct"
 
 
@@ -91,8 +91,8 @@ def test_chat_and_its_stream_give_the_local_models_answer(remote, engine):
     local = engine.chat("What is the capital of France?", temperature=0, max_tokens=16)
     answer = remote.chat("What is the capital of France?", temperature=0, max_tokens=16)
     assert answer.text == local.text and "Paris" in answer.text
-    assert answer.model == f"gpt-demo:{remote.spec.base_url}#{MODEL}" and answer.completion_tokens == 16 or \
-        answer.choices[0].finish_reason == "stop"
+    assert answer.model == f"gpt-demo:{remote.spec.base_url}#{MODEL}"
+    assert answer.completion_tokens == 16 or answer.choices[0].finish_reason == "stop"
     deltas = list(remote.stream_chat("What is the capital of France?", temperature=0, max_tokens=16))
     assert len(deltas) > 1 and "".join(deltas) == local.text
     assert remote.complete("Once upon a time", temperature=0, max_tokens=8).text == \
@@ -184,20 +184,40 @@ def test_a_remote_that_is_down_is_named_after_bounded_retries():
 
 
 class _Flaky(http.server.BaseHTTPRequestHandler):
-    """Answers 503 (Retry-After: 0) ``fails`` times, then 200; or always 429."""
+    """Answers 503 (Retry-After: 0) ``fails`` times, then 200; or always 429; /moved, /plain, /broken: see below."""
 
     calls: list = []
     fails = 2
     always = None
+    retry_after = "0"
 
     def do_POST(self):
         type(self).calls.append(self.path)
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/v1/moved":  # a redirect would carry the Authorization header to evil.example
+            self.send_response(307)
+            self.send_header("Location", "http://evil.example/v1/x")
+            self.end_headers()
+            return
+        if self.path == "/v1/plain":  # llama.cpp's shape: {"error": "text"}
+            body = json.dumps({"error": "the model is loading"}).encode()
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if self.path == "/v1/broken":  # one event, then a chunk cut short
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n')
+            return
         if self.always or len(self.calls) <= self.fails:
             status = self.always or 503
             body = json.dumps({"error": {"message": f"busy {status}", "type": "server_error"}}).encode()
             self.send_response(status)
-            self.send_header("Retry-After", "0")
+            self.send_header("Retry-After", self.retry_after)
         else:
             body = json.dumps({"ok": True}).encode()
             self.send_response(200)
@@ -211,7 +231,7 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
 
 
 def test_503_and_429_are_retried_with_the_servers_retry_after_then_surface():
-    _Flaky.calls, _Flaky.always = [], None
+    _Flaky.calls, _Flaky.always, _Flaky.retry_after = [], None, "0"
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -220,10 +240,20 @@ def test_503_and_429_are_retried_with_the_servers_retry_after_then_surface():
         client.sleep = waits.append
         assert client.post("/x", {}) == {"ok": True}
         assert len(_Flaky.calls) == 3 and waits == [0.0, 0.0]  # Retry-After: 0 wins over the 5 s backoff
-        _Flaky.calls, _Flaky.always = [], 429
+        _Flaky.calls, _Flaky.always, _Flaky.retry_after = [], 429, "-1"  # a nonsense Retry-After: the backoff
+        waits.clear()
         with pytest.raises(RemoteError, match=r"answered HTTP 429: busy 429") as info:
             client.post("/x", {})
-        assert info.value.status == 429 and len(_Flaky.calls) == 4
+        assert info.value.status == 429 and len(_Flaky.calls) == 4 and waits == [5.0, 10.0, 20.0]
+        _Flaky.always = None
+        with pytest.raises(RemoteError, match=r"HTTP 307: redirected to http://evil.example/v1/x; give that URL"):
+            client.post("/moved", {})
+        with pytest.raises(RemoteError, match=r"answered HTTP 400: the model is loading$"):
+            client.post("/plain", {})
+        stream = client.stream("/broken", {})
+        assert next(stream)["choices"][0]["delta"]["content"] == "Hi"
+        with pytest.raises(RemoteUnreachable, match=r"the stream broke"):
+            next(stream)
     finally:
         server.shutdown()
 
@@ -354,7 +384,7 @@ def test_configured_remotes_come_from_flags_and_models_toml_and_bad_entries_are_
     got = [(c.label, c.spec, c.key_env) for c in configured_remotes(settings)]
     assert got == [("big", "vllm:#Qwen/Q7", None),
                    ("box", "gpt-demo:http://box:7860/v1#m", "BOX_KEY"),
-                   ("odd", 'openai:http://h/v1#a "quoted" model', None)]
+                   ("odd", 'openai:http://h/v1#a "quoted" model', "")]  # "": no key, not OPENAI_API_KEY
     assert [c.kind for c in catalog(settings, MODEL)] == ["base", "remote", "remote", "remote"]
     with pytest.raises(ValueError, match=r"id='box' is already a remote; give another id"):
         add_remote(settings, "box", "openai:http://other/v1#m")
@@ -362,6 +392,14 @@ def test_configured_remotes_come_from_flags_and_models_toml_and_bad_entries_are_
         add_remote(settings, "a b", "openai:http://h/v1#m")
     with pytest.raises(ValueError, match=r"key_env='1X' is not allowed; give the name of an environment variable"):
         add_remote(settings, "k", "openai:http://h/v1#m", "1X")
+    for secret in ("GPT_DEMO_ADMIN_API_KEYS", "HF_TOKEN", "PATH"):  # its value would go to the server named
+        with pytest.raises(ValueError, match=rf"key_env='{secret}' is not allowed; name a variable that holds only"):
+            add_remote(settings, "k", "openai:http://h/v1#m", secret)
+    for url in ("http://u:p@h/v1", "http://h/v1?x=", "http:///v1"):
+        with pytest.raises(ValueError, match=r"give scheme://host:port/path only"):
+            add_remote(settings, "k", f"openai:{url}#m")
+    with pytest.raises(ValueError, match=r"spec='openai:http://h/v1#a\\x7fb' is not allowed; it has control"):
+        add_remote(settings, "k", "openai:http://h/v1#a\x7fb")
     (tmp_path / "models.toml").write_text('[[remote]]\nid = "x"\nkind = "nope"\nurl = "http://h/v1"\n')
     with pytest.raises(ValueError, match=r"models.toml: remote\[0\] kind='nope' is not known; choose one of openai"):
         configured_remotes(settings)
@@ -380,7 +418,7 @@ def test_an_admin_adds_a_remote_in_the_web_app_and_every_picker_serves_it(remote
     monkeypatch.setenv(KEY_ENV, KEY)
     settings = Settings.from_env({"GPT_DEMO_HOME": str(tmp_path)})
     with pytest.raises(gr.Error, match=r"answered HTTP 401"):  # checked by connecting: the wrong key is named
-        train.add_remote_model(settings, "mine", f"gpt-demo:{remote_url}#{MODEL}", "GPT_DEMO_TEST_NO_SUCH_KEY")
+        train.add_remote_model(settings, "mine", f"gpt-demo:{remote_url}#{MODEL}", "NO_SUCH_TEST_KEY")
     status = train.add_remote_model(settings, "mine", f"gpt-demo:{remote_url}#{MODEL}", KEY_ENV)
     assert status.startswith("Added remote **mine**")
     pool = EngineCache(base=engine, settings=settings)
@@ -388,3 +426,5 @@ def test_an_admin_adds_a_remote_in_the_web_app_and_every_picker_serves_it(remote
     chosen = pickers.resolve(pool, engine, "mine")
     assert chosen.backend == f"gpt-demo:{remote_url}#{MODEL}" and pickers.resolve(pool, engine, "mine") is chosen
     assert chosen.chat("Hi", temperature=0, max_tokens=6).text == engine.chat("Hi", temperature=0, max_tokens=6).text
+    outs = train.compare(pool, "Hi", ["mine"], 0.0, 6)  # Compare offers it beside the adapters
+    assert outs[1]["label"] == "mine" and outs[1]["value"] == engine.chat("Hi", temperature=0, max_tokens=6).text

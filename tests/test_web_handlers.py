@@ -160,6 +160,10 @@ def test_arena_votes(engine, gpt_demo_home):
     assert store.pairs() == [{"prompt": "Tell me a fun fact.", "chosen": b, "rejected": a}]
     session, msg, stats = arena.vote(store, engine, session, "a")  # the same answers cannot be voted twice
     assert msg == "Not stored: generate two answers first." and store.counts()["rankings"] == 1
+    for mode in ("samples", "anonymous"):  # the page opens with no prompt picked: a message, in every mode
+        session.models["arena_mode"] = mode
+        with pytest.raises(gr.Error, match=r"prompt"):
+            arena.arena_generate(engine, session, None, *values(temperature=1.0, max_tokens=12))
 
 
 def test_explain_handlers(engine):

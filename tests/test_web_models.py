@@ -132,15 +132,19 @@ def test_chat_rank_reward_ppo_then_chat_with_the_new_adapter_all_in_one_app(web,
         status, _ = client.predict(prompt, 3, *answers, "", "", "", "1", "2", "3", None, None, None,
                                    api_name="/rank_submit")
         assert status.startswith("Stored ranking")
-    *_, (status, _, table) = client.submit("reward", "rankings store", None, "loop-rm", 2, 5e-4, 0.1, None,
-                                           api_name="/train")
+    status, _, table = client.submit("reward", "rankings store", None, "loop-rm", 2, 5e-4, 0.1, None,
+                                     api_name="/train").result(timeout=900)  # the job's last update
     assert status.startswith("Saved **reward** adapter **loop-rm**"), status
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "Say something kind."}\n{"prompt": "Describe the sea."}\n')
-    *_, (status, _, table) = client.submit("ppo", "upload", handle_file(str(prompts)), "loop-ppo", 2, 1e-4, 0.1,
-                                           "loop-rm", api_name="/train")
+    status, _, table = client.submit("ppo", "upload", handle_file(str(prompts)), "loop-ppo", 2, 1e-4, 0.1,
+                                     "loop-rm", api_name="/train").result(timeout=900)
     assert status.startswith("Saved **ppo** adapter **loop-ppo**"), status
     label = f"{engine.model_name}:loop-ppo"
+    from gpt_demo.web.pickers import labels
+
+    offered = labels(web["pool"], engine)
+    assert label in offered and f"{engine.model_name}:loop-rm" not in offered  # a reward model does not chat
     client.predict(label, api_name="/chat_model")  # offered without a restart
     expected = web["pool"].with_adapter("loop-ppo").chat("What is the capital of France?", temperature=0,
                                                          max_tokens=12).text

@@ -52,15 +52,30 @@ class ModelChoice:
     key_env: str | None = None
 
 
+def check_key_env(key_env: str | None) -> str | None:
+    """A key variable a remote may name: ``NAME_KEY``, ``NAME_API_KEY`` or ``NAME_TOKEN``, and never one of
+    gpt-demo's own settings or the hub's (their values would be sent to whatever server the entry names)."""
+    if key_env in (None, ""):
+        return key_env
+    if not isinstance(key_env, str) or not _ENV.match(key_env):
+        raise ValueError(f"key_env={key_env!r} is not allowed; give the name of an environment variable")
+    own = key_env.startswith(("GPT_DEMO_", "HF_", "HUGGING")) and key_env != "GPT_DEMO_REMOTE_KEY"
+    if own or not key_env.endswith(("_KEY", "_TOKEN")):
+        raise ValueError(f"key_env={key_env!r} is not allowed; name a variable that holds only this server's key, "
+                         "ending in _KEY or _TOKEN (not a GPT_DEMO_* or HF_* setting), e.g. VLLM_API_KEY")
+    return key_env
+
+
 def check_remote(rid: str, spec: str, key_env: str | None = None) -> ModelChoice:
-    """A remote entry, validated: an id of letters, digits, ``._-``; a spec ``parse_spec`` takes; a variable name."""
+    """A remote entry, validated: an id of letters, digits, ``._-``; a spec ``parse_spec`` takes; a key variable."""
     if not isinstance(rid, str) or not _ID.match(rid) or ":" in rid:
         raise ValueError(f"id={rid!r} is not allowed; give 1-64 letters, digits, '.', '_' or '-', starting with "
                          "a letter or digit")
+    if not isinstance(spec, str) or any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in spec):
+        raise ValueError(f"spec={str(spec)[:100]!r} is not allowed; it has control characters")
     parse_spec(spec)  # raises naming the spec
-    if key_env is not None and (not isinstance(key_env, str) or not _ENV.match(key_env)):
-        raise ValueError(f"key_env={key_env!r} is not allowed; give the name of an environment variable")
-    return ModelChoice(rid, "remote", spec=spec, key_env=key_env or None)
+    key_env = check_key_env(key_env)
+    return ModelChoice(rid, "remote", spec=spec, key_env=key_env)
 
 
 def _from_flag(item: str) -> ModelChoice:
@@ -86,7 +101,10 @@ def configured_remotes(settings) -> list[ModelChoice]:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path} is not valid TOML: {exc}") from None
-        for i, row in enumerate(data.get("remote", [])[:MAX_REMOTES]):
+        rows = data.get("remote", [])
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: 'remote' must be an array of tables: write each entry as [[remote]]")
+        for i, row in enumerate(rows[:MAX_REMOTES]):
             if not isinstance(row, dict):
                 raise ValueError(f"{path}: remote[{i}] is not a table")
             kind = row.get("kind", "openai")
@@ -94,7 +112,7 @@ def configured_remotes(settings) -> list[ModelChoice]:
                 raise ValueError(f"{path}: remote[{i}] kind={kind!r} is not known; choose one of "
                                  f"{', '.join(REMOTE_KINDS)}")
             spec = f"{kind}:{row.get('url', '')}" + (f"#{row['model']}" if row.get("model") else "")
-            out.append(check_remote(str(row.get("id", "")), spec, row.get("key_env")))
+            out.append(check_remote(str(row.get("id", "")), spec, row.get("key_env", None)))
     seen: set[str] = set()
     for choice in out:
         if choice.label in seen:
@@ -105,11 +123,18 @@ def configured_remotes(settings) -> list[ModelChoice]:
 
 def catalog(settings, base: str) -> list[ModelChoice]:
     """The base model, its saved adapters (newest first), the configured remotes."""
-    from ..models.adapters import list_adapters
+    from ..models.adapters import CHAT_KINDS, list_adapters
+    from .registry import is_remote
 
     choices = [ModelChoice(base, "base")]
-    choices += [ModelChoice(f"{base}:{a.name}", "adapter", adapter=a.name) for a in list_adapters(settings)]
-    choices += configured_remotes(settings)
+    if not is_remote(base):  # a remote base has its weights on its server: no adapter goes on top of it
+        # chat adapters of this base only (a reward model does not chat; another base's adapter does not load)
+        choices += [ModelChoice(f"{base}:{a.name}", "adapter", adapter=a.name) for a in list_adapters(settings)
+                    if a.kind in CHAT_KINDS and a.base_model in (None, "", base)]
+    for remote in configured_remotes(settings):
+        if remote.label == base:
+            raise ValueError(f"remote id {remote.label!r} is the base model's name; give the remote another id")
+        choices.append(remote)
     return choices
 
 
@@ -138,22 +163,30 @@ def add_remote(settings, rid: str, spec: str, key_env: str | None = None) -> Mod
         old = path.read_text(encoding="utf-8") if path.is_file() else ""
         rows = [("id", rid), ("kind", parsed.scheme), ("url", parsed.base_url)]
         rows += [("model", parsed.model_id)] if parsed.model_id else []
-        rows += [("key_env", key_env)] if key_env else []
-        # JSON strings are valid TOML basic strings: quotes, backslashes and control characters escaped
+        rows += [("key_env", key_env or "")]  # "": no key at all, not the kind's default (see key_env_for)
+        # JSON strings (no control characters, checked above; non-ASCII kept as is) are TOML basic strings
         import json
+        import tomllib
 
-        block = "\n[[remote]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in rows)
+        block = "\n[[remote]]\n" + "".join(f"{k} = {json.dumps(v, ensure_ascii=False)}\n" for k, v in rows)
+        text = old.rstrip("\n") + ("\n" if old.strip() else "") + block
+        tomllib.loads(text)  # what is written must read back
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".models.", suffix=".toml")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(old.rstrip("\n") + ("\n" if old.strip() else "") + block)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return choice
 
 
 def key_env_for(settings, spec: str) -> str | None:
-    """The ``key_env`` a configured remote with this spec names (None: the kind's default)."""
+    """The ``key_env`` a configured remote with this spec names: a name, "" (send no key), or None (not
+    configured: the kind's default variable)."""
     try:
         remotes = configured_remotes(settings)
     except ValueError:
         return None
-    return next((c.key_env for c in remotes if c.spec == spec and c.key_env), None)
+    return next((c.key_env for c in remotes if c.spec == spec and c.key_env is not None), None)

@@ -8,22 +8,38 @@
   with its HTTP status and the ``error.message`` (and ``param``) of OpenAI's envelope, or the
   start of the body when it is not that envelope. A server that cannot be reached becomes
   ``RemoteUnreachable``, naming the URL and the cause.
-- **Retries with backoff** on 429 and 503 (and on a refused or reset connection): up to
-  ``retries`` more tries, waiting ``backoff x 2**attempt`` seconds, or the server's
-  ``Retry-After`` when it sends one (capped at ``max_wait``). A stream is retried only before
-  its first event.
+- **Retries with backoff** on 429 and 503 (and on a refused or reset connection, and for a
+  GET on any network error): up to ``retries`` more tries, waiting ``backoff x 2**attempt``
+  seconds, or the server's ``Retry-After`` when it is a sane number (capped at ``max_wait``).
+  A POST that timed out is not sent again (the server may still be generating it). A stream
+  is retried only before its first event; a stream that breaks later is ``RemoteUnreachable``.
 - **Timeouts**: ``timeout`` seconds to connect and between two reads.
+- **No redirects**: a 3xx is a ``RemoteError`` naming the new URL, since following it would
+  carry the key to another host.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import math
 import time
 import urllib.error
 import urllib.request
 from typing import Iterator
 
 RETRY_STATUSES = (429, 503)
+RETRY_CONNECT = (ConnectionRefusedError, ConnectionResetError)  # the request never reached the model
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: urllib would follow it with our Authorization header to any host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise RemoteError(req.full_url, code, f"redirected to {newurl}; give that URL (with /v1) instead")
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 class RemoteError(RuntimeError):
@@ -83,20 +99,22 @@ class JSONClient:
         for attempt in range(self.retries + 1):
             wait = self.backoff * 2**attempt
             try:
-                return urllib.request.urlopen(request, timeout=self.timeout)
+                return _OPENER.open(request, timeout=self.timeout)
             except urllib.error.HTTPError as exc:
                 payload = exc.read()
                 if exc.code not in RETRY_STATUSES or attempt == self.retries:
                     raise _error_from(url, exc.code, payload) from None
                 retry_after = exc.headers.get("Retry-After") if exc.headers else None
-                if retry_after:
-                    try:
-                        wait = float(retry_after)
-                    except ValueError:
-                        pass
+                try:
+                    seconds = float(retry_after) if retry_after else None
+                except ValueError:
+                    seconds = None
+                if seconds is not None and math.isfinite(seconds) and seconds >= 0:
+                    wait = seconds
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
-                if attempt == self.retries:
+                again = method == "GET" or isinstance(reason, RETRY_CONNECT) or isinstance(exc, RETRY_CONNECT)
+                if attempt == self.retries or not again:
                     raise RemoteUnreachable(url, str(reason) or type(exc).__name__, attempt + 1) from None
             self.sleep(min(wait, self.max_wait))
         raise AssertionError("unreachable")  # the loop returns or raises
@@ -113,9 +131,10 @@ class JSONClient:
         raw = response.read()
         try:
             return json.loads(raw)
-        except ValueError:
+        except ValueError:  # not echoed: a URL that is not an OpenAI server must not become a way to read it
             raise RemoteError(response.geturl(), response.status,
-                              f"not JSON: {raw[:200].decode('utf-8', 'replace')!r}") from None
+                              f"the answer is not JSON ({len(raw)} bytes): is this an OpenAI-compatible /v1 URL?") \
+                from None
 
     def stream(self, path: str, body: dict) -> Iterator[dict]:
         """The ``data:`` events of a server-sent-events answer, parsed, until ``[DONE]``.
@@ -124,19 +143,32 @@ class JSONClient:
         """
         url = self.base_url + path
         with self._open("POST", path, body) as response:
-            for raw in response:
-                line = raw.decode("utf-8", "replace").strip()
-                if not line.startswith("data:"):
-                    continue  # comments, event names, keep-alives
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    return
-                try:
-                    event = json.loads(data)
-                except ValueError:
-                    raise RemoteError(url, 200, f"a stream event is not JSON: {data[:200]!r}") from None
-                if isinstance(event, dict) and event.get("error"):
-                    error = event["error"]
-                    message = error.get("message") if isinstance(error, dict) else str(error)
-                    raise RemoteError(url, 200, f"error in the stream: {message}")
-                yield event
+            try:
+                yield from self._events(url, response)
+            except (OSError, http.client.HTTPException) as exc:  # reset, timeout, a truncated chunk
+                raise RemoteUnreachable(url, f"the stream broke: {exc or type(exc).__name__}", 1) from None
+
+    @staticmethod
+    def _events(url: str, response) -> Iterator[dict]:
+        finished = False  # a choice said why it ended: a server that skips [DONE] after that is fine
+        for raw in response:
+            line = raw.decode("utf-8", "replace").strip()
+            if not line.startswith("data:"):
+                continue  # comments, event names, keep-alives
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                event = json.loads(data)
+            except ValueError:
+                raise RemoteError(url, 200, f"a stream event is not JSON ({len(data)} characters)") from None
+            if isinstance(event, dict) and event.get("error"):
+                error = event["error"]
+                message = error.get("message") if isinstance(error, dict) else str(error)
+                raise RemoteError(url, 200, f"error in the stream: {message}")
+            if isinstance(event, dict) and any(isinstance(c, dict) and c.get("finish_reason")
+                                               for c in event.get("choices") or []):
+                finished = True
+            yield event
+        if not finished:  # the connection closed mid-answer (a length-framed body just stops)
+            raise OSError("it ended before its last event")

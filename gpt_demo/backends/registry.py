@@ -91,5 +91,11 @@ def parse_spec(spec: str) -> RemoteSpec:
         raise ValueError(f"model={spec!r}: the {scheme} backend needs a URL; give {scheme}:http://HOST:PORT/v1#MODEL")
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"model={spec!r}: the URL {url!r} is not allowed; it must start with http:// or https://")
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.username or parts.password or parts.query or parts.fragment or not parts.hostname:
+        raise ValueError(f"model={spec!r}: the URL {url!r} is not allowed; give scheme://host:port/path only "
+                         "(no user:password@, no ?query; the key comes from an environment variable)")
     model_id = model_id.strip() or None
     return RemoteSpec(scheme, url.rstrip("/"), model_id)

@@ -8,7 +8,12 @@
     ValueError: ranks=[2, 1, 2] is not allowed; give each of the 3 answers a different rank from 1 to 3 (1 = best): rank 3 is missing, rank 2 is used twice
 
 A ranking of k answers yields k(k-1)/2 pairs (TRL's preference format: ``prompt``,
-``chosen``, ``rejected``); answers with equal rank (an arena "tie") yield no pair.
+``chosen``, ``rejected``); answers with equal rank (an arena "tie") yield no pair, and neither
+do two answers with the same text (two greedy samples, two adapters that answer alike): "x is
+better than x" teaches nothing, and the trainers refuse such a pair.
+
+    >>> expand_ranking("Say hi", ["Hi!", "Hi!"], [1, 2])
+    []
 """
 
 from __future__ import annotations
@@ -67,5 +72,5 @@ def expand_ranking(prompt: str, candidates: Sequence[str], ranks: Sequence[int])
         {"prompt": prompt, "chosen": candidates[i], "rejected": candidates[j]}
         for a, i in enumerate(order)
         for j in order[a + 1 :]
-        if ranks[i] < ranks[j]
+        if ranks[i] < ranks[j] and candidates[i] != candidates[j]
     ]

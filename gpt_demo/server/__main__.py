@@ -69,6 +69,11 @@ def main(argv=None) -> int:
     serve = ServeConfig.from_settings(settings, host=args.host, port=args.port, api_keys=args.api_keys or None,
                                       admin_api_keys=args.admin_api_keys or None,
                                       max_queue=args.max_queue or DEFAULT_MAX_QUEUE)
+    from ..backends.registry import is_remote
+
+    if is_remote(args.model or settings.model):
+        raise SystemExit(f"gpt-demo server: error: --model {args.model or settings.model} is a remote server with an "
+                         "API of its own; point clients there (this server serves local models)")
     engine = load_engine(args.model, quantize=args.quantize, device=args.device, settings=settings,
                          adapter=args.adapter, reward_model=args.reward_model, progress=False,
                          api_key_env=getattr(args, "api_key_env", None))

@@ -78,6 +78,35 @@ def _pair(pool, engine, session: WebSession) -> tuple[str, str, bool, str]:
     return a, (a if mode == "samples" else b), mode == "anonymous", mode
 
 
+def _both(pool, engine, pair: tuple[str, str], prompt: str, params, anonymous: bool) -> tuple[str, str]:
+    """One answer from each model of ``pair``, at the same time (each joins its own model's batch).
+
+    In a blind battle a failure says which side failed and nothing else: a remote's error names its
+    URL, an adapter's its name. The detail goes to the server's log.
+    """
+    import sys
+
+    from .rank import sample_answers
+
+    def one(label: str) -> str:
+        return sample_answers(resolve(pool, engine, label), prompt, params)[0]
+
+    with ThreadPoolExecutor(2) as both:
+        futures = [both.submit(one, label) for label in pair]
+    answers = []
+    for side, future in zip("AB", futures):
+        try:
+            answers.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - every failure of a blind side is reported the same way
+            if not anonymous:
+                if isinstance(exc, (ValueError, RuntimeError, OSError)):
+                    raise ValueError(f"model {side} ({pair['AB'.index(side)]}) failed: {error_text(exc)}") from None
+                raise
+            print(f"arena: anonymous model {side} ({pair['AB'.index(side)]}) failed: {exc!r}", file=sys.stderr)
+            raise ValueError(f"model {side} could not answer this time; generate again") from None
+    return answers[0], answers[1]
+
+
 def arena_generate(engine, session: WebSession | None, prompt: str, *param_values, pool=None):
     """Two answers for the arena. Returns (session, answer A, answer B, status); no model is named here."""
     import gradio as gr
@@ -86,6 +115,7 @@ def arena_generate(engine, session: WebSession | None, prompt: str, *param_value
     from .rank import _check_prompt, sample_answers
 
     session = ensure(session)
+    mode = a_label = b_label = None
     try:
         prompt = _check_prompt(prompt)
         a_label, b_label, anonymous, mode = _pair(pool, engine, session)
@@ -96,16 +126,12 @@ def arena_generate(engine, session: WebSession | None, prompt: str, *param_value
             session.arena_source = (engine.model_name if one.loaded is not None else one.model_name, one.adapter)
         else:
             params = to_params(*param_values)
-            engines = [resolve(pool, engine, label) for label in (a_label, b_label)]
-            with ThreadPoolExecutor(2) as both:  # each joins its own model's batch, at the same time
-                a, b = both.map(lambda e: sample_answers(e, prompt, params)[0], engines)
+            a, b = _both(pool, engine, (a_label, b_label), prompt, params, anonymous)
     except ValueError as exc:
-        message = error_text(exc)
-        if mode == "anonymous":  # an error must not name the models of a blind battle
-            message = message.replace(a_label, "model A").replace(b_label, "model B")
-        raise gr.Error(message, print_exception=False) from None
-    session.arena, session.arena_prompt, session.arena_params = (a, b), prompt, params.to_dict()
-    session.arena_models, session.arena_anonymous = (a_label, b_label), anonymous
+        raise gr.Error(error_text(exc), print_exception=False) from None
+    with _STORE_LOCK:  # a vote that comes now sees these answers with their own models, never a mix
+        session.arena, session.arena_prompt, session.arena_params = (a, b), prompt, params.to_dict()
+        session.arena_models, session.arena_anonymous = (a_label, b_label), anonymous
     if not a or not b:  # an empty answer cannot be stored; a vote on it would be refused
         session.arena = None
         empty = " and ".join(name for name, text in (("A", a), ("B", b)) if not text)

@@ -59,8 +59,7 @@ def choose(pool, engine, session, label: str, tab: str):
     except (ValueError, RuntimeError, OSError) as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
     session.models[tab] = label if chosen is not engine else None
-    backend = getattr(chosen, "backend", "local")
-    where = "" if backend == "local" else f" (served by {backend})"
+    where = "" if getattr(chosen, "backend", "local") == "local" else " (a remote server)"  # its URL stays private
     return session, f"Model: **{label or engine.model_name}**{where}."
 
 

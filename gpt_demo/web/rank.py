@@ -141,7 +141,9 @@ def submit_ranking(store, engine, session: WebSession | None, prompt: str, k, *a
             session.last_stored = (key, ranking_id)
     except ValueError as exc:
         return session, f"Not stored: {error_text(exc)}", stats_text(store)
-    pairs = k * (k - 1) // 2
+    from ..feedback.pairs import expand_ranking
+
+    pairs = len(expand_ranking(prompt, answers, [int(r) for r in ranks[:k]]))  # equal answers give no pair
     return session, f"Stored ranking #{ranking_id} ({pairs} preference pairs).", stats_text(store)
 
 

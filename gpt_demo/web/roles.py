@@ -19,11 +19,12 @@ import inspect
 from dataclasses import dataclass
 
 RATER_ACTIONS = ("chat", "rank", "vote")
-ADMIN_ACTIONS = ("export", "train", "adapters", "paths")
+ADMIN_ACTIONS = ("export", "train", "adapters", "paths", "models")
 ACTIONS = RATER_ACTIONS + ADMIN_ACTIONS
 ACTION_LABELS = {
     "chat": "Chat", "rank": "Ranking", "vote": "Voting",
     "export": "Export", "train": "Training", "adapters": "Deleting adapters", "paths": "Showing paths",
+    "models": "Adding remote models",
 }
 ENABLE_HINT = "start the app with --admin user:password (or set GPT_DEMO_ADMIN=user:password) and log in as that user"
 

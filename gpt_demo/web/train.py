@@ -202,8 +202,18 @@ def _watch(kind, events, points, pool, settings, progress=None):
             return
 
 
+def _remote_specs(settings) -> dict:
+    """Configured remotes by id (``backends.catalog``); none when the file is broken (the pickers say why)."""
+    from ..backends.catalog import configured_remotes
+
+    try:
+        return {c.label: c.spec for c in configured_remotes(settings)}
+    except ValueError:
+        return {}
+
+
 def compare(pool, prompt: str, adapters: list[str], temperature, max_tokens):
-    """One answer per chosen model (the base and up to three adapters), in the same order.
+    """One answer per chosen model (the base and up to three adapters or configured remotes), in the same order.
 
     ``pool`` is the app's ``EngineCache`` (base pinned). A model that cannot load gets its error in
     its box, a label that says so, and a warning; the other answers still show.
@@ -223,12 +233,18 @@ def compare(pool, prompt: str, adapters: list[str], temperature, max_tokens):
     # Only saved adapters by name: the name comes from the browser or the API, and the loader
     # would also take a directory path (a rater must not make the server load any folder).
     known = sorted(a.name for a in list_adapters(settings))
+    remotes = _remote_specs(settings)  # by id only: a visitor cannot name a URL
     outs = []
     for name in chosen:
         try:
-            if name != BASE and name not in known:
-                raise ValueError(f"adapter={name!r} not found; known: {', '.join(known) or 'none yet'}")
-            engine = pool.base if name == BASE else pool.with_adapter(name)
+            if name != BASE and name not in known and name not in remotes:
+                raise ValueError(f"adapter={name!r} not found; known: {', '.join(known + sorted(remotes)) or 'none yet'}")
+            if name == BASE:
+                engine = pool.base
+            elif name in known:
+                engine = pool.with_adapter(name)
+            else:
+                engine = pool.get(model=remotes[name])
         except (ValueError, RuntimeError, OSError) as exc:
             # no server paths for visitors: the data directory is named as its variable
             message = f"could not load {name}: {error_text(exc)}".replace(str(settings.home), "$GPT_DEMO_HOME")
@@ -343,7 +359,8 @@ def build(engine, store, state, *, pool=None, settings=None, access=None, jobs: 
     gr.Markdown("### Base model and adapters, side by side")
     with gr.Row():
         prompt = gr.Textbox("How do I apologise to a friend I upset?", label="Prompt", scale=3)
-        chosen = gr.CheckboxGroup(names, label="Adapters to compare with the base (up to 3)", scale=2)
+        chosen = gr.CheckboxGroup(names + sorted(_remote_specs(pool.settings())), scale=2,
+                                  label="Adapters and remote models to compare with the base (up to 3)")
     with gr.Row():
         temperature = gr.Slider(0, 2, value=0.0, step=0.05, label="temperature")
         max_tokens = gr.Slider(8, 256, value=64, step=8, label="max tokens")
@@ -365,7 +382,8 @@ def build(engine, store, state, *, pool=None, settings=None, access=None, jobs: 
 
     def refreshed():
         t, n = adapter_table(settings)
-        return t, gr.update(choices=n), gr.update(choices=n), gr.update(choices=n, value=None)
+        return t, gr.update(choices=n), gr.update(choices=n + sorted(_remote_specs(pool.settings()))), \
+            gr.update(choices=n, value=None)
 
     lists = [adapters, reward_adapter, chosen, doomed]
     refresh.click(refreshed, None, lists, api_name=False)
@@ -373,7 +391,7 @@ def build(engine, store, state, *, pool=None, settings=None, access=None, jobs: 
     removed = remove.click(gradio_fn(partial(delete, pool, settings), access, "adapters"), [doomed], [status],
                            api_name="delete_adapter")
     removed.success(refreshed, None, lists, api_name=False)
-    remote_add.click(gradio_fn(partial(add_remote_model, settings), access, "adapters"),
+    remote_add.click(gradio_fn(partial(add_remote_model, settings), access, "models"),
                      [remote_id, remote_spec, remote_key], [remote_status], api_name="add_remote")
     # Compare and Train run the model: they count against the same budget as chat (web.queues).
     compared = go.click(partial(compare, pool), [prompt, chosen, temperature, max_tokens], answers, api_name="compare",
