@@ -30,7 +30,8 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
-from ..chat import Conversation, RenderedPrompt
+from ..api import Engine  # light: its heavy imports are inside its methods
+from ..chat import RenderedPrompt
 from ..generation.params import GenerationParams
 from ..generation.results import Choice, Completion, TokenLogprob, TokenProb
 from ..limits import Limits
@@ -107,15 +108,7 @@ class RemoteEngine:
         """Nothing to stop: the server owns the model."""
 
     # -- parameters and prompts (the local engine's rules) -----------------------------
-    def params(self, params: GenerationParams | dict | None = None, **overrides) -> GenerationParams:
-        from ..api import Engine
-
-        return Engine.params(self, params, **overrides)
-
-    def conversation(self, messages, system: str | None = None) -> Conversation:
-        from ..api import Engine
-
-        return Engine.conversation(self, messages, system)
+    params, conversation = Engine.params, Engine.conversation
 
     def render_chat(self, messages, params: GenerationParams, system: str | None = None) -> RenderedPrompt:
         """Check the messages against the limits; the server fits them to its own window (no ids here)."""
@@ -154,47 +147,33 @@ class RemoteEngine:
 
     def _chat_completion(self, messages: list[dict], params: GenerationParams) -> Completion:
         self._check(params, chat=True)
-        want_logprobs = params.logprobs or params.best_of is not None
-        choices, prompt_tokens, completion_tokens = [], 0, 0
-        for n, seed in self._requests(params):
-            body = {**self._body(params, n, seed), "messages": messages}
-            if want_logprobs:
-                body["logprobs"] = True
-                body["top_logprobs"] = params.top_logprobs
-            reply = self.client.post("/chat/completions", body)
-            usage = reply.get("usage") or {}
-            prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
-            completion_tokens += usage.get("completion_tokens", 0)
-            for c in reply.get("choices") or []:
-                message = c.get("message") or {}
-                tokens = _chat_tokens(c.get("logprobs"))
-                if want_logprobs and tokens is None:
-                    raise CapabilityMissing(self.backend, "logprobs")  # asked for, not given
-                choices.append(_choice(len(choices), message.get("content") or "", c.get("finish_reason"), tokens,
-                                       params.logprobs))
-        return self._finish(choices, params, prompt_tokens, completion_tokens)
+        extra = {"logprobs": True, "top_logprobs": params.top_logprobs} if _wants_logprobs(params) else {}
+        return self._run("/chat/completions", {"messages": messages, **extra}, params,
+                         lambda c: ((c.get("message") or {}).get("content"), _chat_tokens(c.get("logprobs"))))
 
     def _text_completion(self, prompt: str, params: GenerationParams) -> Completion:
         self._check(params, chat=False)
-        want_logprobs = params.logprobs or params.best_of is not None
-        if want_logprobs and params.top_logprobs > LEGACY_TOP_LOGPROBS:
+        if _wants_logprobs(params) and params.top_logprobs > LEGACY_TOP_LOGPROBS:
             raise ValueError(f"top_logprobs={params.top_logprobs} is not allowed for completions with "
                              f"{self.backend}; /completions gives at most {LEGACY_TOP_LOGPROBS}")
+        extra = {"logprobs": params.top_logprobs} if _wants_logprobs(params) else {}
+        return self._run("/completions", {"prompt": prompt + params.inject_start_text, **extra}, params,
+                         lambda c: (c.get("text"), _legacy_tokens(c.get("logprobs"))))
+
+    def _run(self, path: str, fields: dict, params: GenerationParams, read) -> Completion:
+        """POST ``fields`` (plus the parameters) once, or once per fanned-out answer; ``read(choice)`` gives
+        (text, tokens or None). Logprobs asked for and not given: ``CapabilityMissing``."""
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for n, seed in self._requests(params):
-            body = {**self._body(params, n, seed), "prompt": prompt + params.inject_start_text}
-            if want_logprobs:
-                body["logprobs"] = params.top_logprobs
-            reply = self.client.post("/completions", body)
+            reply = self.client.post(path, {**self._body(params, n, seed), **fields})
             usage = reply.get("usage") or {}
             prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
             completion_tokens += usage.get("completion_tokens", 0)
             for c in reply.get("choices") or []:
-                tokens = _legacy_tokens(c.get("logprobs"))
-                if want_logprobs and tokens is None:
+                text, tokens = read(c)
+                if _wants_logprobs(params) and tokens is None:
                     raise CapabilityMissing(self.backend, "logprobs")
-                choices.append(_choice(len(choices), c.get("text") or "", c.get("finish_reason"), tokens,
-                                       params.logprobs))
+                choices.append(_choice(len(choices), text or "", c.get("finish_reason"), tokens, params.logprobs))
         return self._finish(choices, params, prompt_tokens, completion_tokens)
 
     def _finish(self, choices: list[Choice], params: GenerationParams, prompt_tokens: int,
@@ -307,36 +286,13 @@ class RemoteEngine:
     def score(self, *args, **kwargs):
         self._local_only("score")
 
-    # -- embeddings and moderation run here, as the local engine's do --------------------
-    def embed(self, texts, model: str = "minilm", **kwargs):
-        from ..api import embed
+    # -- embeddings (MiniLM here; model="chat" through embeddings()), moderation: the local engine's own --
+    embed, search, project, analogy = Engine.embed, Engine.search, Engine.project, Engine.analogy
+    moderate, gate = Engine.moderate, Engine.gate
 
-        return embed(texts, model, engine=self, **kwargs)
 
-    def search(self, query: str, corpus, top_k: int = 5, model: str = "minilm"):
-        from ..api import search
-
-        return search(query, corpus, top_k=top_k, model=model, engine=self)
-
-    def project(self, texts_or_vectors, dims: int = 2, method: str = "pca", model: str = "minilm"):
-        from ..api import project
-
-        return project(texts_or_vectors, dims=dims, method=method, model=model, engine=self)
-
-    def analogy(self, a: str, b: str, c: str, vocabulary=None, top_k: int = 5, model: str = "minilm"):
-        from ..api import analogy
-
-        return analogy(a, b, c, vocabulary, top_k=top_k, model=model, engine=self)
-
-    def moderate(self, texts, thresholds: dict | None = None):
-        from ..api import moderate
-
-        return moderate(texts, thresholds=thresholds, limits=self.limits)
-
-    def gate(self, text: str, mode: str = "off", *, role: str = "user", thresholds: dict | None = None):
-        from ..api import gate
-
-        return gate(text, mode, role=role, thresholds=thresholds)
+def _wants_logprobs(params: GenerationParams) -> bool:
+    return params.logprobs or params.best_of is not None  # best_of ranks by them
 
 
 def _prefixed(prefix: str, gen: Iterator[str]) -> Iterator[str]:
