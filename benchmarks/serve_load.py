@@ -587,8 +587,6 @@ def main(argv: list[str] | None = None) -> int:
         plot_note = plot(args.plot, ks, results, names)
         log(plot_note or f"figure: {args.plot}")
 
-    from importlib.metadata import version
-
     print(json.dumps({
         "benchmark": "serve_load",
         "model": servers["on"].model,
@@ -607,21 +605,21 @@ def main(argv: list[str] | None = None) -> int:
         "server_log_errors": logs_with_errors or None,
         "plot": None if not args.plot or plot_note else os.path.relpath(args.plot, ROOT),
         "plot_note": plot_note,
-        "host": {
-            "cpu_count": os.cpu_count(),
-            "torch": version("torch"),
-            "openai": openai.__version__,
-            "python": platform.python_version(),
-            "loadavg_start": load_start,
-            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        "host": host_info(openai, load_start),
     }), flush=True)
     return 0
 
 
-def main_adapter_mix(args, openai) -> int:
+def host_info(openai, load_start: list[float]) -> dict:
+    """The machine and versions a figure was measured on, and the load average before and after."""
     from importlib.metadata import version
 
+    return {"cpu_count": os.cpu_count(), "torch": version("torch"), "openai": openai.__version__,
+            "python": platform.python_version(), "loadavg_start": load_start,
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def main_adapter_mix(args, openai) -> int:
     load_start = [round(x, 2) for x in os.getloadavg()]
     log(f"load average at start: {load_start}")
     t = time.perf_counter()
@@ -635,14 +633,7 @@ def main_adapter_mix(args, openai) -> int:
         "servers": ["on"],
         "compiled_decode_step": native_status,
         "adapter_mix": mix,
-        "host": {
-            "cpu_count": os.cpu_count(),
-            "torch": version("torch"),
-            "openai": openai.__version__,
-            "python": platform.python_version(),
-            "loadavg_start": load_start,
-            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        "host": host_info(openai, load_start),
     }), flush=True)
     return 0
 
