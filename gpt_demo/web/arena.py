@@ -25,7 +25,7 @@ import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from .pickers import labels, resolve
+from .pickers import labels, resolve, stored_as
 from .render import error_text
 from .session import WebSession, ensure
 
@@ -94,15 +94,15 @@ def _both(pool, engine, pair: tuple[str, str], prompt: str, params, anonymous: b
     with ThreadPoolExecutor(2) as both:
         futures = [both.submit(one, label) for label in pair]
     answers = []
-    for side, future in zip("AB", futures):
+    for side, label, future in zip("AB", pair, futures):
         try:
             answers.append(future.result())
         except Exception as exc:  # noqa: BLE001 - every failure of a blind side is reported the same way
             if not anonymous:
                 if isinstance(exc, (ValueError, RuntimeError, OSError)):
-                    raise ValueError(f"model {side} ({pair['AB'.index(side)]}) failed: {error_text(exc)}") from None
+                    raise ValueError(f"model {side} ({label}) failed: {error_text(exc)}") from None
                 raise
-            print(f"arena: anonymous model {side} ({pair['AB'.index(side)]}) failed: {exc!r}", file=sys.stderr)
+            print(f"arena: anonymous model {side} ({label}) failed: {exc!r}", file=sys.stderr)
             raise ValueError(f"model {side} could not answer this time; generate again") from None
     return answers[0], answers[1]
 
@@ -115,7 +115,7 @@ def arena_generate(engine, session: WebSession | None, prompt: str, *param_value
     from .rank import _check_prompt, sample_answers
 
     session = ensure(session)
-    mode = a_label = b_label = None
+    source = None
     try:
         prompt = _check_prompt(prompt)
         a_label, b_label, anonymous, mode = _pair(pool, engine, session)
@@ -123,7 +123,7 @@ def arena_generate(engine, session: WebSession | None, prompt: str, *param_value
             params = to_params(*param_values, n=2)
             one = resolve(pool, engine, a_label)
             a, b = sample_answers(one, prompt, params)
-            session.arena_source = (engine.model_name if one.loaded is not None else one.model_name, one.adapter)
+            source = stored_as(engine, one)
         else:
             params = to_params(*param_values)
             a, b = _both(pool, engine, (a_label, b_label), prompt, params, anonymous)
@@ -132,6 +132,7 @@ def arena_generate(engine, session: WebSession | None, prompt: str, *param_value
     with _STORE_LOCK:  # a vote that comes now sees these answers with their own models, never a mix
         session.arena, session.arena_prompt, session.arena_params = (a, b), prompt, params.to_dict()
         session.arena_models, session.arena_anonymous = (a_label, b_label), anonymous
+        session.arena_source = source
     if not a or not b:  # an empty answer cannot be stored; a vote on it would be refused
         session.arena = None
         empty = " and ".join(name for name, text in (("A", a), ("B", b)) if not text)

@@ -63,6 +63,12 @@ def choose(pool, engine, session, label: str, tab: str):
     return session, f"Model: **{label or engine.model_name}**{where}."
 
 
+def stored_as(engine, chosen) -> tuple[str, str | None]:
+    """(model, adapter) a ranking or vote by ``chosen`` is stored under: the base's name and the adapter
+    for a local model (an adapter engine's own name is its cache file's), a remote's own name."""
+    return (engine.model_name if chosen.loaded is not None else chosen.model_name), chosen.adapter
+
+
 def engine_for(pool, engine, session, tab: str):
     """The engine this visitor's ``tab`` picked (the base unless they picked another)."""
     label = getattr(session, "models", {}).get(tab) if session is not None else None

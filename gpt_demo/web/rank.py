@@ -86,7 +86,7 @@ def generate_candidates(engine, session: WebSession | None, prompt: str, k, *par
     """
     import gradio as gr
 
-    from .pickers import engine_for
+    from .pickers import engine_for, stored_as
 
     session = ensure(session)
     try:
@@ -97,8 +97,7 @@ def generate_candidates(engine, session: WebSession | None, prompt: str, k, *par
         raise gr.Error(error_text(exc), print_exception=False) from None
     answers = sample_answers(chosen, prompt, params)
     session.rank_prompt, session.rank_answers, session.rank_params = prompt, tuple(answers), params.to_dict()
-    # stored as the base's name and the adapter (a remote: its name), as rankings always were
-    session.rank_source = (engine.model_name if chosen.loaded is not None else chosen.model_name, chosen.adapter)
+    session.rank_source = stored_as(engine, chosen)
     status = f"{k} answers sampled at temperature {params.temperature}. Give each a different rank (1 = best) and submit."
     if params.temperature == 0:
         status += " Temperature 0 gives identical answers: raise it for a useful ranking."
