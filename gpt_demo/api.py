@@ -202,11 +202,16 @@ class Engine:
             yield params.inject_start_text
         gen = self.generate(rendered.ids, params, rank_by=rank_by)
         if params.candidates > 1:  # the winner is known only at the end
-            yield run_to_end(gen).text
+            completion = run_to_end(gen)
+            yield completion.text
         else:
-            yield from stream_text(gen)
+            completion = yield from stream_text(gen)
         if params.inject_restart_text:
             yield params.inject_restart_text
+        completion.truncated_messages = rendered.dropped_messages
+        for choice in completion.choices:
+            choice.text = params.inject_start_text + choice.text + params.inject_restart_text
+        return completion  # the generator's return value: ``Streamed(stream).completion``
 
     def chat(self, messages: Messages, params=None, *, system: str | None = None, **overrides) -> Completion:
         """Answer ``messages`` (a string is one user message) through the chat template."""
@@ -215,7 +220,11 @@ class Engine:
         return self._run(self.render_chat(messages, params, system), params, rank_by=ranker)
 
     def stream_chat(self, messages: Messages, params=None, *, system: str | None = None, **overrides) -> Iterator[str]:
-        """Like ``chat`` but yields text deltas as they are generated (choice 0)."""
+        """Like ``chat`` but yields text deltas as they are generated (choice 0).
+
+        The generator returns the ``Completion`` (with ``logprobs`` when asked):
+        ``Streamed(stream).completion`` holds it once the deltas are used up.
+        """
         params = self.params(params, **overrides)
         ranker = self._ranker(self.conversation(messages, system).messages, params) if self.reward_model else None
         return self._stream(self.render_chat(messages, params, system), params, rank_by=ranker)
@@ -230,6 +239,30 @@ class Engine:
         return self._stream(self.render_raw(prompt, params), params)
 
     # -- looking inside -------------------------------------------------------------
+    def prompt_text(self, messages: Messages, system: str | None = None) -> str:
+        """The raw text the model reads for ``messages``: the chat template with its special tokens.
+
+        What the Explain tab's next-token table continues when a token of an answer is clicked.
+        """
+        rendered = self.render_chat(messages, self.params(), system)
+        return self.tokenizer.decode(rendered.ids, skip_special_tokens=False)
+
+    def score_answer(self, messages: Messages, answer: str, *, system: str | None = None, top: int = 5):
+        """Each token of ``answer`` (to ``messages``) with its probability and ``top`` alternatives.
+
+        For an answer written without ``logprobs``: one forward pass reads it back and gives the
+        numbers generation would have reported (``TokenLogprob`` rows; ``inspect.token_probs``
+        colours them).
+        """
+        from .inspect.token_probs import score_answer
+
+        if not isinstance(answer, str) or not answer:
+            raise ValueError("answer='' is not allowed; give the answer to look into")
+        self.limits.check_text("answer", answer)
+        rendered = self.render_chat(messages, self.params(), system)
+        answer_ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        return score_answer(self.loaded, rendered.ids, answer_ids, top=top)
+
     def next_tokens(self, text: str, top_k: int = 10, temperature: float = 1.0) -> list[TokenProb]:
         """The ``top_k`` most likely next tokens after raw ``text`` at ``temperature``."""
         from .inspect.next_token import distribution  # caches the forward pass: a slider only re-softmaxes
@@ -289,6 +322,28 @@ class Engine:
 
 
 # -- moderation without a chat model --------------------------------------------------
+class Streamed:
+    """Iterate ``stream`` (``stream_chat``/``stream_complete``) as usual; afterwards ``.completion`` is the
+    ``Completion`` its generator returned, with ``logprobs`` when they were asked for (None if none).
+
+        >>> stream = Streamed(engine.stream_chat("Hi", logprobs=True, top_logprobs=5))   # doctest: +SKIP
+        >>> text = "".join(stream)                                                       # doctest: +SKIP
+        >>> stream.completion.choices[0].logprobs[0].top_logprobs                        # doctest: +SKIP
+    """
+
+    def __init__(self, stream: Iterator[str]):
+        self.stream = stream
+        self.completion: Completion | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        self.completion = yield from self.stream
+
+    def close(self) -> None:
+        close = getattr(self.stream, "close", None)
+        if close is not None:
+            close()
+
+
 def moderate(texts, thresholds: dict | None = None, *, limits: Limits | None = None):
     """Moderate without loading the chat model: ``gpt_demo.api.moderate("I want to kill him").flagged``."""
     from .moderation import moderate as _moderate

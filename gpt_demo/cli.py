@@ -26,10 +26,10 @@ from . import __version__
 from .flags import add_model_flags, add_param_flags, param_values, parse_thresholds
 
 
-def _params(args: argparse.Namespace):
+def _params(args: argparse.Namespace, defaults: dict | None = None):
     from .generation.params import GenerationParams
 
-    values = param_values(args)
+    values = {**(defaults or {}), **param_values(args)}
     if values.get("top_logprobs"):
         values["logprobs"] = True
     return GenerationParams.from_dict(values)
@@ -85,8 +85,9 @@ CHAT_HELP = "Commands: /reset (new conversation), /undo (drop the last exchange)
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from .chat import Conversation
+    from .generation.params import CHAT_DEFAULTS
 
-    params = _params(args)
+    params = _params(args, CHAT_DEFAULTS)  # the web Chat's and the notebook's: temperature 0.3, top_p 0.9
     engine = _engine(args)
     conv = Conversation(system=args.system)
     interactive = sys.stdin.isatty()

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 
+from gpt_demo.api import Streamed
 from gpt_demo.backends import Capabilities, CapabilityMissing, is_remote, parse_spec
 from gpt_demo.backends.http import JSONClient, RemoteError, RemoteUnreachable
 
@@ -122,6 +123,13 @@ def test_logprobs_match_the_local_engine(remote, engine):
     assert [t.token for t in got.logprobs] == [t.token for t in local.logprobs]
     assert np.allclose([t.logprob for t in got.logprobs], [t.logprob for t in local.logprobs], atol=1e-4)
     assert [a for a, _ in got.logprobs[0].top_logprobs] == [a for a, _ in local.logprobs[0].top_logprobs]
+    # A stream gathers them from its chunks: Show probabilities works on a remote's streamed answer.
+    stream = Streamed(remote.stream_chat("Say hi.", temperature=0, max_tokens=6, logprobs=True, top_logprobs=3))
+    assert "".join(stream) == local.text
+    streamed = stream.completion.choices[0].logprobs
+    assert [t.token for t in streamed] == [t.token for t in local.logprobs]
+    assert np.allclose([t.logprob for t in streamed], [t.logprob for t in local.logprobs], atol=1e-4)
+    assert [len(t.top_logprobs) for t in streamed] == [3] * len(streamed)
     with pytest.raises(ValueError, match=r"top_logprobs=20 is not allowed for completions with gpt-demo:.*at most 5"):
         remote.complete("Hi", logprobs=True, top_logprobs=20)
 
@@ -150,6 +158,7 @@ def test_what_needs_the_weights_is_refused_by_name(remote):
                        (lambda: remote.strongest_heads("it was", "it", "was"), "show attention maps"),
                        (lambda: remote.step("Hi", 1.0), "step through sampling"),
                        (lambda: remote.score([1], [2]), "score a given answer"),
+                       (lambda: remote.score_answer("Hi", "Hello"), "score a given answer"),
                        (lambda: remote.chat("Hi", inject_start_text="Sure"), "start a chat answer from given text")):
         with pytest.raises(CapabilityMissing, match=f"the backend {backend} cannot {what}"):
             call()

@@ -148,11 +148,14 @@ class EchoEngine:
 
     model_name = "echo-stub"
     context_window = 2048
+    backend = "echo"
 
     def __init__(self):
+        from gpt_demo.backends.capabilities import Capabilities
         from gpt_demo.generation.params import GenerationParams
 
         self.defaults = GenerationParams()
+        self.capabilities = Capabilities(logprobs=False, score=False)  # Show probabilities says it has none
 
     def render_chat(self, conv, params):
         return SimpleNamespace(truncated=False, note="")

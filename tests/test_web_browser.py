@@ -182,3 +182,41 @@ def test_embeddings_and_moderation_tabs_render(page):
     page.locator("#moderation-badge").get_by_text("FLAGGED").wait_for(timeout=30_000)
     page.wait_for_timeout(1500)  # let the "updating" fade finish before the picture
     page.screenshot(path=str(SCREENSHOTS / "moderation.png"))
+
+
+def test_show_probabilities_colours_tokens_hover_shows_top5_and_a_click_opens_explain(page, engine):
+    """Chat's Show probabilities: colours from the answer's own log-probabilities, the top 5 on hover,
+    and a click puts the Explain table at that token (the text the model had read, the same table)."""
+    from gpt_demo.inspect.token_probs import prob_colour
+
+    page.locator("#chat-show-probs input").check()  # on first: the view fills once, when the answer is whole
+    page.get_by_text("No answer yet").wait_for(timeout=30_000)
+    page.fill("#chat-input textarea", "Name a fruit.")
+    page.click("#chat-send")
+    tokens = page.locator("#probs-chat .gd-tok")
+    tokens.first.wait_for(timeout=120_000)
+    n = tokens.count()
+    assert n >= 3
+    # Each token's background is the colour of its own probability (the browser reports it as rgb()).
+    swatch = page.evaluate("""(css) => { const d = document.createElement('div'); d.style.background = css;
+        document.body.appendChild(d); const c = getComputedStyle(d).backgroundColor; d.remove(); return c; }""",
+                           prob_colour(float(tokens.nth(1).get_attribute("data-prob"))))
+    assert tokens.nth(1).evaluate("e => getComputedStyle(e).backgroundColor") == swatch
+    third = tokens.nth(2)
+    alternatives = third.locator(".gd-alt")
+    assert not alternatives.is_visible()
+    third.hover()
+    alternatives.wait_for(state="visible", timeout=10_000)
+    assert alternatives.locator("tr").count() >= 5  # the top 5 (and the token taken, when it was not among them)
+    page.screenshot(path=str(SCREENSHOTS / "chat-probabilities.png"))
+    third.click()
+    page.locator("#explain-text textarea").wait_for(state="visible", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#explain-text textarea').value.includes('<|im_start|>assistant')",
+                           timeout=60_000)
+    text = page.locator("#explain-text textarea").input_value()
+    assert text.endswith(text.split("<|im_start|>assistant\n")[-1]) and "Name a fruit." in text
+    # The table is the model's distribution on that text, read back through the engine here.
+    want = [r.token for r in engine.next_tokens(text, top_k=3)]
+    page.get_by_text("the model weighed these").wait_for(timeout=60_000)
+    shown = page.locator("#explain-table").inner_text()
+    assert all(t.strip() and t.strip() in shown.replace("␣", " ") for t in want if t.strip()), (want, shown)

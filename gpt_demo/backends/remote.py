@@ -201,10 +201,12 @@ class RemoteEngine:
         self._check(params, chat=True)
         messages = self.conversation(messages, system).messages
         if params.candidates > 1 or not self.capabilities.stream:  # the winner is known only at the end
-            return iter([self._chat_completion(messages, params).text])
+            return _whole(self._chat_completion(messages, params))
         body = {**self._body(params, 1, params.seed), "messages": messages, "stream": True}
+        if params.logprobs:  # in the chunks; gathered into the Completion the stream returns
+            body.update(logprobs=True, top_logprobs=params.top_logprobs)
         return self._deltas(self.client.stream("/chat/completions", body), params,
-                            lambda c: (c.get("delta") or {}).get("content"))
+                            lambda c: (c.get("delta") or {}).get("content"), _chat_tokens)
 
     def complete(self, prompt: str, params=None, **overrides) -> Completion:
         """Continue ``prompt`` as raw text on the server (``/completions``)."""
@@ -217,19 +219,35 @@ class RemoteEngine:
         self.limits.check_text("prompt", prompt)
         self._check(params, chat=False)
         if params.candidates > 1 or not self.capabilities.stream:
-            return iter([self._text_completion(prompt, params).text])
+            return _whole(self._text_completion(prompt, params))
+        if params.logprobs and params.top_logprobs > LEGACY_TOP_LOGPROBS:
+            raise ValueError(f"top_logprobs={params.top_logprobs} is not allowed for completions with "
+                             f"{self.backend}; /completions gives at most {LEGACY_TOP_LOGPROBS}")
         body = {**self._body(params, 1, params.seed), "prompt": prompt + params.inject_start_text, "stream": True}
-        gen = self._deltas(self.client.stream("/completions", body), params, lambda c: c.get("text"))
+        if params.logprobs:
+            body["logprobs"] = params.top_logprobs
+        gen = self._deltas(self.client.stream("/completions", body), params, lambda c: c.get("text"), _legacy_tokens)
         return _prefixed(params.inject_start_text, gen)
 
-    @staticmethod
-    def _deltas(events, params: GenerationParams, text_of) -> Iterator[str]:
+    def _deltas(self, events, params: GenerationParams, text_of, tokens_of) -> Iterator[str]:
+        """Choice 0's text as it streams; returns its ``Completion`` (logprobs gathered from the chunks)."""
+        parts: list[str] = []
+        tokens: list[TokenLogprob] = []
+        finish = None
         for event in events:
             for c in event.get("choices") or []:
-                if c.get("index", 0) == 0 and text_of(c):
-                    yield text_of(c)
+                if c.get("index", 0) != 0:
+                    continue
+                tokens.extend(tokens_of(c.get("logprobs")) or [])
+                finish = c.get("finish_reason") or finish
+                if text_of(c):
+                    parts.append(text_of(c))
+                    yield parts[-1]
         if params.inject_restart_text:
             yield params.inject_restart_text
+        text = params.inject_start_text + "".join(parts) + params.inject_restart_text
+        choice = _choice(0, text, finish, tokens or None, keep=params.logprobs)
+        return Completion(choices=[choice], model=self.model_name, seed=params.seed)
 
     # -- looking inside -------------------------------------------------------------
     def next_tokens(self, text: str, top_k: int = 10, temperature: float = 1.0) -> list[TokenProb]:
@@ -286,6 +304,12 @@ class RemoteEngine:
     def score(self, *args, **kwargs):
         self._local_only("score")
 
+    def score_answer(self, *args, **kwargs):  # ask for logprobs=True, top_logprobs=5 when generating instead
+        self._local_only("score")
+
+    def prompt_text(self, *args, **kwargs):  # the chat template is the server's
+        self._local_only("tokenizer")
+
     # -- embeddings (MiniLM here; model="chat" through embeddings()), moderation: the local engine's own --
     embed, search, project, analogy = Engine.embed, Engine.search, Engine.project, Engine.analogy
     moderate, gate = Engine.moderate, Engine.gate
@@ -298,7 +322,13 @@ def _wants_logprobs(params: GenerationParams) -> bool:
 def _prefixed(prefix: str, gen: Iterator[str]) -> Iterator[str]:
     if prefix:
         yield prefix
-    yield from gen
+    return (yield from gen)
+
+
+def _whole(completion: Completion) -> Iterator[str]:
+    """A stream of one delta, the whole answer, that returns its ``Completion`` like the others."""
+    yield completion.text
+    return completion
 
 
 def _chat_tokens(logprobs: dict | None) -> list[TokenLogprob] | None:

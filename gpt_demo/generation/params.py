@@ -19,6 +19,10 @@ from typing import Any
 MAX_STOP_SEQUENCES = 4
 MAX_BEST_OF = 20
 MAX_TOP_LOGPROBS = 20
+# What an interactive chat starts with (web Chat, %%gpt, %gpt_chat, ``gpt-demo chat``). A 135M model
+# rambles, and drifts into other languages, at OpenAI's default temperature 1; SmolLM2's card suggests
+# 0.2 and top_p 0.9. The API keeps OpenAI's defaults: a program that sends nothing gets temperature 1.
+CHAT_DEFAULTS = {"temperature": 0.3, "top_p": 0.9, "max_tokens": 256}
 
 
 def _number(name: str, value: Any, *, integer: bool = False) -> float:

@@ -38,7 +38,7 @@ def build_app(engine, *, store=None, settings=None, serve: ServeConfig | None = 
     from ..api import EngineCache
     from ..config import Settings
     from ..feedback import FeedbackStore
-    from . import chat, embed, explain, moderate, rank
+    from . import chat, embed, explain, moderate, probs, rank
     from .roles import Access, AccessHolder
     from .session import new_session
 
@@ -51,13 +51,15 @@ def build_app(engine, *, store=None, settings=None, serve: ServeConfig | None = 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         state = gr.State(new_session)
         gr.Markdown(_header(engine, engines if _train_tab() is not None else None))
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
                 chat.build(engine, state, serve.concurrency, pool=engines)
             with gr.Tab("Rank", id="rank"):
-                loads += rank.build(engine, store, state, serve.concurrency, access=access, pool=engines)["load"]
+                loads += rank.build(engine, store, state, serve.concurrency, access=access, pool=engines,
+                                    jobs=serve.jobs)["load"]
             with gr.Tab("Explain", id="explain"):
-                loads += explain.build(engine, state, serve.jobs, pool=engines)["load"]
+                explained = explain.build(engine, state, serve.jobs, pool=engines)
+                loads += explained["load"]
             with gr.Tab("Embeddings", id="embed"):
                 loads += embed.build(engine, serve.jobs)["load"]
             with gr.Tab("Moderation", id="moderate"):
@@ -69,6 +71,7 @@ def build_app(engine, *, store=None, settings=None, serve: ServeConfig | None = 
                 with gr.Tab("Train", id="train"):
                     loads += train.build(engine, store, state, settings=settings, access=access, pool=engines,
                                          jobs=serve.jobs)["load"]
+        probs.wire(engine, state, explained["next_token"], tabs, pool=engines)  # a token click opens Explain
         for fn, inputs, outputs, *queue in loads:  # fill the look-inside tabs once the page opens
             app.load(fn, inputs, outputs, api_name=False, show_progress="hidden", **(queue[0] if queue else {}))
     app.gpt_demo_css = css  # gradio 6 takes css at launch()

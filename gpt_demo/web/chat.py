@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from functools import partial
 
+from ..generation.params import CHAT_DEFAULTS
+from . import probs
 from .params_panel import panel, to_params
 from .queues import generate_queue
 from .render import chat_messages, error_text
 from .session import WebSession, ensure
 
 MODERATION_MODES = ("off", "warn", "block")
-# A 135M model rambles at OpenAI's default temperature 1; SmolLM2's card suggests 0.2 and top_p 0.9.
-CHAT_DEFAULTS = dict(temperature=0.3, top_p=0.9, max_tokens=256)
 
 
 def _check_mode(mode: str) -> str:
@@ -71,17 +71,21 @@ def stream_reply(engine, session: WebSession | None, mode: str, *param_values, p
 
     from .pickers import engine_for
 
+    from ..api import Streamed
+    from .probs import logprob_params, remember
+
     session = ensure(session)
     try:
         engine = engine_for(pool, engine, session, "chat")
     except (ValueError, RuntimeError, OSError) as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
+    label = session.models.get("chat")
     conv = session.conversation
     if not conv.turns or conv.turns[-1]["role"] != "user":
         yield session, chat_messages(conv), session.note
         return
     try:
-        params = to_params(*param_values)
+        params = logprob_params(engine, to_params(*param_values))  # Show probabilities reads them
         rendered = engine.render_chat(conv, params)
     except ValueError as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
@@ -93,13 +97,17 @@ def stream_reply(engine, session: WebSession | None, mode: str, *param_values, p
     if mode == "block":  # the answer must be checked before anyone sees it, so it is not streamed
         from ..api import gate
 
-        answer = engine.chat(conv, params).text
+        history = conv.messages
+        completion = engine.chat(conv, params)
+        answer = completion.text
         if session.reply_id != mine:  # stopped or overtaken while it was generating: drop it
             return
         decision = gate(answer, "block", role="assistant")
         if not decision.allowed:
             notes.append(decision.message or "The answer was blocked by moderation.")
             answer = "*[answer withheld by moderation]*"
+        else:
+            remember(session, "chat", engine, history, answer, completion.choices[0], label)
         conv.add("assistant", answer)
         session.note = " ".join(notes)
         yield session, chat_messages(conv), session.note
@@ -110,8 +118,10 @@ def stream_reply(engine, session: WebSession | None, mode: str, *param_values, p
     # The partial answer lives in the conversation, so Stop keeps what was written so far.
     from ..generation.scheduler import Busy
 
+    history = conv.messages[:-1]
+    stream = Streamed(engine.stream_chat(history, params))
     try:
-        for delta in engine.stream_chat(conv.messages[:-1], params):
+        for delta in stream:
             if session.reply_id != mine:
                 return
             turn["content"] += delta
@@ -119,6 +129,8 @@ def stream_reply(engine, session: WebSession | None, mode: str, *param_values, p
     except Busy as exc:  # the model's batch queue is full (the API shares it): say so, keep the page
         conv.turns.pop()
         raise gr.Error(str(exc), print_exception=False) from None
+    choice = stream.completion.choices[0] if stream.completion is not None else None
+    remember(session, "chat", engine, history, turn["content"], choice, label)
     if mode == "warn":
         from ..api import gate
 
@@ -184,6 +196,7 @@ def build(engine, state, concurrency: int, pool=None) -> None:
                          allow_tags=False, render_markdown=True, feedback_options=None,
                          buttons=["copy"], elem_id="chatbot")
     note = gr.Markdown("", elem_id="chat-note")
+    probs_box = probs.view("chat")
     with gr.Row():
         message = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=6,
                              lines=1, max_lines=8, elem_id="chat-input", max_length=limits.max_input_chars)
@@ -195,21 +208,31 @@ def build(engine, state, concurrency: int, pool=None) -> None:
         clear_btn = gr.Button("Clear", size="sm")
         mode = gr.Dropdown(list(MODERATION_MODES), value="off", label="Moderation", scale=2,
                            info="warn: flag; block: refuse flagged messages and answers")
+        show_probs = gr.Checkbox(False, label="Show probabilities", scale=1, elem_id="chat-show-probs",
+                                 info="colour the last answer's tokens; hover for the top 5, click to explain")
     params = panel(engine.defaults.replace(**CHAT_DEFAULTS), max_tokens_limit=min(engine.context_window, 2048),
                    prefix="chat")
 
     reply = partial(stream_reply, engine, pool=pool)
     gen = generate_queue(concurrency)
     add = partial(add_user, limits=limits)
+    show = partial(probs.probs_view, engine, key="chat", pool=pool)
+    show_args = dict(fn=lambda s, on: show(s, show=on), inputs=[state, show_probs], outputs=[state, probs_box],
+                     api_name=False, show_progress="hidden")
     events = []
     for trigger in (message.submit, send.click):
         ev = trigger(add, [state, message, mode, *params], [state, chatbot, message, note],
                      api_name="chat_add" if trigger == send.click else False, show_progress="hidden")
-        events.append(ev.success(reply, [state, mode, *params], [state, chatbot, note],
-                                 api_name="chat_reply" if trigger == send.click else False, **gen))
+        ev = ev.success(reply, [state, mode, *params], [state, chatbot, note],
+                        api_name="chat_reply" if trigger == send.click else False, **gen)
+        events.append(ev)
+        ev.then(**show_args)
     ev = retry_btn.click(retry, [state], [state, chatbot], api_name="chat_retry")
-    events.append(ev.then(reply, [state, mode, *params], [state, chatbot, note], api_name=False, **gen))
-    stop.click(None, None, None, cancels=events, api_name=False)
-    undo_btn.click(undo, [state], [state, chatbot, message, note], api_name="chat_undo")
-    clear_btn.click(clear, [state], [state, chatbot, note], api_name="chat_clear")
+    ev = ev.then(reply, [state, mode, *params], [state, chatbot, note], api_name=False, **gen)
+    events.append(ev)
+    ev.then(**show_args)
+    stop.click(None, None, None, cancels=events, api_name=False).then(**show_args)
+    undo_btn.click(undo, [state], [state, chatbot, message, note], api_name="chat_undo").then(**show_args)
+    clear_btn.click(clear, [state], [state, chatbot, note], api_name="chat_clear").then(**show_args)
+    show_probs.change(**{**show_args, "api_name": "chat_probs"})
     system.change(set_system, [state, system], [state], api_name=False)

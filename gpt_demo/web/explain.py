@@ -158,8 +158,8 @@ def build(engine, state, jobs: int = 2, pool=None) -> dict:
     model = getattr(engine.loaded, "model", None)  # None: a remote backend, which has no attention to show
     n_layers = int(model.config.num_hidden_layers) if model is not None else 1
     n_heads = int(model.config.num_attention_heads) if model is not None else 1
-    with gr.Tabs():
-        with gr.Tab("Next token"):
+    with gr.Tabs() as inner:
+        with gr.Tab("Next token", id="next-token"):
             explain_note = gr.Markdown("", elem_id="explain-model-note")
             picker(pool, engine, state, "explain", explain_note)
             text = gr.Textbox(DEFAULT_TEXT, label="Text (raw, no chat template)", lines=2, elem_id="explain-text",
@@ -177,7 +177,7 @@ def build(engine, state, jobs: int = 2, pool=None) -> dict:
                 choice = gr.Dropdown([], value=None, label="Take this token (blank: sample one)", scale=3)
                 seed = gr.Textbox("", label="seed (blank: random)", scale=1)
                 step = gr.Button("Step: append a token", variant="primary", scale=2, elem_id="explain-step")
-        with gr.Tab("Attention"):
+        with gr.Tab("Attention", id="attention"):
             a_text = gr.Textbox(ATTENTION_EXAMPLE, label="A short sentence", lines=1, max_length=max_chars)
             with gr.Row():
                 default_layer = 13 if n_layers > 13 else n_layers - 1  # 13/8: "it" -> "animal" in SmolLM2-135M
@@ -203,5 +203,8 @@ def build(engine, state, jobs: int = 2, pool=None) -> dict:
     for trigger in (a_text.submit, layer.release, head.change, token.submit):
         trigger(attn, [a_text, layer, head, token], [heatmap, reading], api_name=False, **queue)
     find.click(partial(find_heads, engine), [a_text, token, target], [heads], api_name="attention_heads", **queue)
-    return {"load": [(show, [state, text, temperature, top_k], outs, queue),
+    next_token = {"text": text, "table": table, "chart": chart, "choice": choice, "status": status,
+                  "temperature": temperature, "top_k": top_k, "tabs": inner, "jobs": jobs}
+    return {"next_token": next_token,  # web.probs writes here when a token of an answer is clicked
+            "load": [(show, [state, text, temperature, top_k], outs, queue),
                      (attn, [a_text, layer, head, token], [heatmap, reading], queue)]}

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..feedback.pairs import MAX_K, MIN_K
 from .params_panel import panel, to_params
-from .queues import generate_queue
+from . import probs
+from .queues import generate_queue, model_queue
 from .render import error_text
 from .values import as_int
 from .session import WebSession, ensure
@@ -41,21 +42,25 @@ def _check_prompt(prompt: str) -> str:
     return prompt.strip()
 
 
-def sample_answers(engine, prompt: str, params) -> list[str]:
-    """``params.n`` answers to ``prompt``, sampled in one batched decode (``to_params(..., n=k)`` sets n).
-
-    An answer the model ended at once is "" here: the page shows EMPTY_ANSWER as the box's placeholder,
-    never as its text, so the placeholder cannot be stored as if the model had written it.
-    """
+def sample_choices(engine, prompt: str, params) -> list:
+    """``params.n`` answers (``Choice``) to ``prompt``, sampled in one batched decode (``to_params(..., n=k)``)."""
     import gradio as gr
 
     from ..generation.scheduler import Busy
 
     try:
-        completion = engine.chat(prompt, params)
+        return engine.chat(prompt, params).choices
     except Busy as exc:  # the model's batch queue is full: a message, not a traceback
         raise gr.Error(str(exc), print_exception=False) from None
-    return [choice.text.strip() for choice in completion.choices]
+
+
+def sample_answers(engine, prompt: str, params) -> list[str]:
+    """The texts of ``sample_choices``.
+
+    An answer the model ended at once is "" here: the page shows EMPTY_ANSWER as the box's placeholder,
+    never as its text, so the placeholder cannot be stored as if the model had written it.
+    """
+    return [choice.text.strip() for choice in sample_choices(engine, prompt, params)]
 
 
 EMPTY_ANSWER = "(empty answer)"
@@ -88,6 +93,8 @@ def generate_candidates(engine, session: WebSession | None, prompt: str, k, *par
 
     from .pickers import engine_for, stored_as
 
+    from .probs import logprob_params, remember
+
     session = ensure(session)
     try:
         prompt, k = _check_prompt(prompt), _check_k(k)
@@ -95,7 +102,14 @@ def generate_candidates(engine, session: WebSession | None, prompt: str, k, *par
         chosen = engine_for(pool, engine, session, "rank")
     except (ValueError, RuntimeError, OSError) as exc:
         raise gr.Error(error_text(exc), print_exception=False) from None
-    answers = sample_answers(chosen, prompt, params)
+    choices = sample_choices(chosen, prompt, logprob_params(chosen, params))  # Show probabilities reads them
+    answers = [c.text.strip() for c in choices]
+    for i in range(MAX_K):
+        if i < k:
+            remember(session, f"rank-{i}", chosen, [{"role": "user", "content": prompt}], answers[i], choices[i],
+                     session.models.get("rank"))
+        else:
+            session.probs.pop(f"rank-{i}", None)
     session.rank_prompt, session.rank_answers, session.rank_params = prompt, tuple(answers), params.to_dict()
     session.rank_source = stored_as(engine, chosen)
     status = f"{k} answers sampled at temperature {params.temperature}. Give each a different rank (1 = best) and submit."
@@ -105,6 +119,20 @@ def generate_candidates(engine, session: WebSession | None, prompt: str, k, *par
     boxes = [gr.update(value=answers[i] if i < k else "", visible=i < k) for i in range(MAX_K)]
     ranks = [gr.update(value=None, visible=i < k) for i in range(MAX_K)]
     return session, *boxes, *ranks, status
+
+
+def rank_probs(engine, session: WebSession | None, prompt: str, *answers_then_shows, pool=None):
+    """Every answer's Show probabilities view: MAX_K answer texts, then MAX_K toggles -> (session, MAX_K views)."""
+    from .probs import probs_view
+
+    session = ensure(session)
+    answers, shows = answers_then_shows[:MAX_K], answers_then_shows[MAX_K:]
+    views = []
+    for i, (answer, show) in enumerate(zip(answers, shows)):
+        session, update = probs_view(engine, session, f"rank-{i}", show, answer=answer or "", prompt=prompt,
+                                     pool=pool)
+        views.append(update)
+    return session, *views
 
 
 def submit_ranking(store, engine, session: WebSession | None, prompt: str, k, *answers_then_ranks):
@@ -176,7 +204,7 @@ def access_updates(store, access, user):
             gr.update(value=path, visible=bool(path)))
 
 
-def build(engine, store, state, concurrency: int, access=None, pool=None) -> dict:
+def build(engine, store, state, concurrency: int, access=None, pool=None, jobs: int = 2) -> dict:
     """The tab inside the current ``gr.Tab``; ``pool`` (the app's ``EngineCache``) feeds the model pickers."""
     import gradio as gr
 
@@ -199,7 +227,7 @@ def build(engine, store, state, concurrency: int, access=None, pool=None) -> dic
             model_note = gr.Markdown("", elem_id="rank-model-note")
             picker(pool, engine, state, "rank", model_note)
             generate = gr.Button("Generate answers", variant="primary", elem_id="rank-generate")
-            boxes, ranks = [], []
+            boxes, ranks, shows, views = [], [], [], []
             with gr.Row(equal_height=True):
                 for i in range(MAX_K):
                     with gr.Column(min_width=220):
@@ -208,6 +236,9 @@ def build(engine, store, state, concurrency: int, access=None, pool=None) -> dic
                                                 placeholder=EMPTY_ANSWER))
                         ranks.append(gr.Dropdown([str(r) for r in range(1, MAX_K + 1)], value=None, label="Rank",
                                                  visible=i < 3, elem_id=f"rank-rank-{i}"))
+                        shows.append(gr.Checkbox(False, label="Show probabilities", visible=i < 3,
+                                                 elem_id=f"rank-show-probs-{i}"))
+                        views.append(probs.view(f"rank-{i}"))
             submit = gr.Button("Submit ranking", variant="primary", elem_id="rank-submit")
             status = gr.Markdown("", elem_id="rank-status")
         with gr.Tab("Arena (A vs B)"):
@@ -244,10 +275,15 @@ def build(engine, store, state, concurrency: int, access=None, pool=None) -> dic
     export_note = gr.Markdown(locked or "", visible=locked is not None, elem_id="rank-export-note")
     path_note = gr.Markdown("", visible=False, elem_id="rank-store-path")
 
+    views_args = dict(fn=partial(rank_probs, engine, pool=pool), inputs=[state, prompt, *boxes, *shows],
+                      outputs=[state, *views], api_name=False, show_progress="hidden", **model_queue(jobs))
     generate.click(partial(generate_candidates, engine, pool=pool), [state, prompt, k, *params],
-                   [state, *boxes, *ranks, status], api_name="rank_generate", **gen)
-    k.change(lambda kk: [gr.update(visible=i < int(kk)) for i in range(MAX_K)] * 2, [k], [*boxes, *ranks],
+                   [state, *boxes, *ranks, status], api_name="rank_generate", **gen).then(**views_args)
+    k.change(lambda kk: [gr.update(visible=i < int(kk)) for i in range(MAX_K)] * 3, [k], [*boxes, *ranks, *shows],
              api_name=False, show_progress="hidden")
+    for i, show in enumerate(shows):  # a toggle, or an edited answer (read back through the model)
+        show.change(**{**views_args, "api_name": "rank_probs" if i == 0 else False})
+        boxes[i].blur(**views_args)
     submit.click(partial(submit_ranking, store, engine), [state, prompt, k, *boxes, *ranks], [state, status, stats],
                  api_name="rank_submit", concurrency_limit=None)
     setup = partial(arena_setup, pool, engine)

@@ -36,6 +36,7 @@ class WebSession:
     arena_anonymous: bool = False
     arena_source: tuple | None = None  # (model, adapter) of a samples battle, as the store records them
     rank_source: tuple | None = None  # (model, adapter) that wrote the candidates on show
+    probs: dict = field(default_factory=dict)  # view ("chat", "rank-0", ...) -> web.probs.AnswerProbs on show
 
 
 def ensure(session: WebSession | None) -> WebSession:
