@@ -189,12 +189,14 @@ def build(engine, state, concurrency: int, pool=None) -> None:
 
     limits = getattr(engine, "limits", None) or current_limits()
 
-    picker_note = gr.Markdown("", elem_id="chat-model-note")
-    picker(pool, engine, state, "chat", picker_note)
-    system = gr.Textbox(label="System prompt", placeholder="You are a helpful assistant.", lines=1)
     chatbot = gr.Chatbot(label=f"Chat with {engine.model_name}", height=460, sanitize_html=True,
                          allow_tags=False, render_markdown=True, feedback_options=None,
-                         buttons=["copy"], elem_id="chatbot")
+                         buttons=["copy"], elem_id="chatbot", render=False)  # placed below the picker
+    picker_note = gr.Markdown("", elem_id="chat-model-note")
+    relabel = (lambda label: gr.update(label=f"Chat with {label or engine.model_name}"), [chatbot])
+    picker(pool, engine, state, "chat", picker_note, then=relabel)  # the chat names the model picked
+    system = gr.Textbox(label="System prompt", placeholder="You are a helpful assistant.", lines=1)
+    chatbot.render()
     note = gr.Markdown("", elem_id="chat-note")
     probs_box = probs.view("chat")
     with gr.Row():

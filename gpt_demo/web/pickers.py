@@ -75,7 +75,7 @@ def engine_for(pool, engine, session, tab: str):
     return resolve(pool, engine, label)
 
 
-def picker(pool, engine, state, tab: str, note):
+def picker(pool, engine, state, tab: str, note, then=None):
     """A Model dropdown wired to ``/<tab>_model``; None when there is nothing to pick from."""
     from functools import partial
 
@@ -88,6 +88,9 @@ def picker(pool, engine, state, tab: str, note):
                       allow_custom_value=True)  # checked by choose(), which names what there is: the list
                                                  # grows while the page is open (a new adapter)
     box.focus(lambda: gr.update(choices=labels(pool, engine)), None, box, api_name=False, show_progress="hidden")
-    box.change(partial(choose, pool, engine, tab=tab), [state, box], [state, note], api_name=f"{tab}_model",
-               show_progress="hidden")
+    chosen = box.change(partial(choose, pool, engine, tab=tab), [state, box], [state, note], api_name=f"{tab}_model",
+                        show_progress="hidden")
+    if then is not None:  # (fn(label), outputs) once the choice has loaded: e.g. the chatbot's label
+        fn, outputs = then
+        chosen.success(fn, [box], outputs, api_name=False, show_progress="hidden")
     return box
