@@ -13,8 +13,9 @@ import json
 import pytest
 import torch
 
-from gpt_demo.training.ppo import (adaptive_beta, clipped_surrogate, clipped_value_loss, gae, kl_rewards,
-                                   load_ppo_state, masked_mean, response_mask, save_ppo_state, whiten)
+from gpt_demo.training.ppo import load_ppo_state, save_ppo_state
+from gpt_demo.training.ppo_math import (adaptive_beta, clipped_surrogate, clipped_value_loss, gae, kl_rewards,
+                                        masked_mean, response_mask, whiten)
 
 
 def t(rows):
