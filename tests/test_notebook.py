@@ -1,7 +1,9 @@
-"""The Jupyter magics in a real IPython shell on the real default model, and the quickstart in a real kernel.
+"""The Jupyter magics in a real IPython shell on the real default model.
 
-    .venv/bin/python -m pytest tests/test_notebook.py -x -q               # everything (the notebook is `slow`)
+    .venv/bin/python -m pytest tests/test_notebook.py -x -q               # everything (%gpt_train is `slow`)
     .venv/bin/python -m pytest tests/test_notebook.py -q -m "not slow"
+
+The quickstart notebook runs top to bottom in a real JupyterLab kernel in tests/test_jupyterlab.py.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def test_load_ext_registers_the_magics_and_loads_no_model(tmp_path):
     env = {**__import__("os").environ, "IPYTHONDIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert "CELL ['gpt', 'gpt_embed', 'gpt_moderate']" in proc.stdout, proc.stderr
-    assert "LINE ['gpt', 'gpt_chat', 'gpt_embed', 'gpt_moderate', 'gpt_next', 'gpt_rank']" in proc.stdout
+    assert ("LINE ['gpt', 'gpt_attention', 'gpt_chat', 'gpt_embed', 'gpt_moderate', 'gpt_next', 'gpt_probs', "
+            "'gpt_rank', 'gpt_train']") in proc.stdout
     assert "HEAVY []" in proc.stdout
 
 
@@ -254,16 +257,44 @@ def test_chat_panel_sends_streams_and_clears(gpt):
     panel = gpt.run_line_magic("gpt_chat", "--temperature 0 --max-tokens 8")
     assert WIDGET in panel._repr_mimebundle_()
     panel.input.value = "What is the capital of France?"
-    panel.send_button.click()
+    panel.send_button.click()  # a click does not wait: the answer streams on the panel's worker thread
+    panel._worker.join()
     turns = panel.conversation.turns
     assert [t["role"] for t in turns] == ["user", "assistant"] and "Paris" in turns[1]["content"]
     assert "Paris" in panel.transcript.value and panel.input.value == ""
+    assert panel.snapshots >= 1 and "gd-streaming" not in panel.transcript.value  # it streamed, then settled
     panel.temperature.value = 3.0  # the slider clamps to its range: 2.0
     panel.max_tokens.value = 2
     assert panel.send("Another") is not None
     assert len(panel.conversation.turns) == 4
     panel.clear_button.click()
     assert panel.conversation.turns == [] and "No messages yet" in panel.transcript.value
+
+
+def test_chat_panel_enter_sends_with_the_web_chat_defaults_and_stop_retry_probs_work(gpt, engine):
+    from gpt_demo.generation.params import CHAT_DEFAULTS
+    from gpt_demo.inspect.token_probs import prob_colour
+
+    panel = gpt.run_line_magic("gpt_chat", "")
+    assert (panel.temperature.value, panel.top_p.value, panel.max_tokens.value) == (
+        CHAT_DEFAULTS["temperature"], CHAT_DEFAULTS["top_p"], CHAT_DEFAULTS["max_tokens"])
+    panel.temperature.value, panel.max_tokens.value = 0.0, 6
+    panel.input.value = "What is the capital of France?"
+    panel.input._handle_custom_msg({"event": "submit"}, [])  # what the browser sends on Enter
+    panel._worker.join()
+    first = panel.answer
+    assert "Paris" in first and panel.input.value == ""
+    assert panel.retry() == first and len(panel.conversation.turns) == 2  # the answer replaced, not appended
+    panel.show_probs.value = True
+    assert panel.retry() == first
+    assert "".join(t.token for t in panel.tokens) == first  # one coloured row per token of the answer
+    assert all(f"background:{prob_colour(t.prob)}" in panel.probs.value for t in panel.tokens)
+    panel.max_tokens.value = 200
+    panel.send("Write a long story about a dragon.", wait=False)
+    panel.stop()  # before the first of up to 200 tokens: the answer ends at once
+    panel._worker.join()
+    assert panel.answer.endswith(" [stopped]") and len(engine.tokenizer(panel.answer)["input_ids"]) < 20
+    assert panel.stop_button.disabled and not panel.send_button.disabled
 
 
 def test_next_tokens_table_follows_the_temperature_slider(gpt):
@@ -341,6 +372,198 @@ def test_rank_widget_saves_to_the_shared_store(gpt, engine):
     assert "k=1 is out of range" in out.stderr
 
 
+# -- look inside an answer: --probs and %gpt_probs -------------------------------------------
+def _spans(html_text: str) -> list[tuple[float, str]]:
+    """(data-prob, background colour) of every token span in tokens_html output."""
+    import re
+
+    return [(float(p), c) for p, c in re.findall(r"data-prob='([0-9.]+)' style='background:([^']+)'", html_text)]
+
+
+def test_probs_colours_match_the_logprobs_and_alternatives_equal_next_tokens(gpt, engine):
+    from gpt_demo.inspect.token_probs import prefix_text, prob_colour
+
+    result, out = run(gpt, "%%gpt --probs --temperature 0 --max-tokens 6\nWhat is the capital of France?")
+    assert result.success, out.stderr
+    assert out.stderr == "" and out.stdout == ""
+    answer, tokens = state_of(gpt).last_probs
+    assert answer == state_of(gpt).conversation.turns[-1]["content"] and "".join(t.token for t in tokens) == answer
+    html_out = out.outputs[-1].data["text/html"]
+    spans = _spans(html_out)
+    assert [round(p, 6) for p, _ in spans] == [round(t.prob, 6) for t in tokens]  # one span per token, in order
+    assert [c for _, c in spans] == [prob_colour(t.prob) for t in tokens]
+    assert "<script" not in html_out and "http" not in html_out
+    assert all(len(t.alternatives) == 5 and t.alternatives[0][1] >= t.alternatives[-1][1] for t in tokens)
+    assert tokens[0].rank == 1  # greedy: every token was the model's favourite
+    cached = gpt.run_line_magic("gpt_probs", "--out seen")
+    assert cached.tokens is tokens and gpt.user_ns["seen"] is tokens
+    read_back = gpt.run_line_magic("gpt_probs", "--top 3")  # scored again, through the model next_tokens uses
+    assert [t.token for t in read_back.tokens] == [t.token for t in tokens]
+    # generation ran on the int4 lean path, the read-back on the transformers model: about a percent apart
+    assert [t.prob for t in read_back.tokens] == pytest.approx([t.prob for t in tokens], abs=0.02)
+    assert all(len(t.alternatives) == 3 for t in read_back.tokens)
+    prompt = engine.prompt_text(state_of(gpt).conversation.messages[:-1])
+    rows = engine.next_tokens(prefix_text(read_back.tokens, 2, prompt, engine.tokenizer), top_k=3)
+    assert [r.token for r in rows] == [tok for tok, _ in read_back.tokens[2].alternatives]
+    assert [r.prob for r in rows] == pytest.approx([p for _, p in read_back.tokens[2].alternatives], abs=1e-3)
+    assert "the top 3" in read_back._repr_mimebundle_()["text/plain"]
+
+
+@pytest.mark.parametrize("cells, message", [
+    ([], "%gpt_probs: there is no answer yet; ask something with %%gpt first"),
+    (["%%gpt --max-tokens 1\nHi"], "%gpt_probs: top=21 is out of range; allowed: 0 <= top <= 20"),
+])
+def test_gpt_probs_bad_input_is_one_line(gpt, cells, message):
+    for cell in cells:
+        run(gpt, cell)
+    result, out = run(gpt, "%gpt_probs --top 21" if cells else "%gpt_probs")
+    assert isinstance(result.error_in_exec, UsageError)
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"UsageError: {message}"), out.stderr
+
+
+# -- %gpt_attention ------------------------------------------------------------------------
+SEED = "The animal didn't cross the street because it was too tired"
+
+
+def test_attention_widget_runs_the_model_once_sliders_redraw_and_find_heads_matches_the_web_tab(gpt, engine,
+                                                                                                  monkeypatch):
+    import gpt_demo.inspect.attention as attention
+
+    calls = []
+    real = attention.all_attentions
+    monkeypatch.setattr(attention, "all_attentions", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    panel = gpt.run_line_magic("gpt_attention", f"--layer 13 --head 0 --token it {SEED}")
+    assert WIDGET in panel._repr_mimebundle_() and calls == [SEED]
+    n = len(panel.tokens)
+    svg = panel.plot.value
+    assert "layer 13, head 0" in svg and svg.count("class='cell'") == n * (n + 1) // 2  # the causal half
+    assert "<script" not in svg and "http" not in svg.replace("http://www.w3.org/2000/svg", "")
+    panel.head.value = 8
+    assert "layer 13, head 8" in panel.plot.value and panel.plot.value != svg and calls == [SEED]
+    expected = engine.attention(SEED, layer=13, head=8).weights  # the Explain tab's core call
+    i, j = panel.tokens.index(" it"), panel.tokens.index(" animal")
+    assert f"data-i='{i}' data-j='{j}' data-w='{expected[i, j]:.4f}'" in panel.plot.value
+    assert "attends most to <b>␣animal</b>" in panel.reading.value
+    panel.mean.value = True
+    assert "mean over heads" in panel.plot.value and panel.head.disabled
+    panel.mean.value = False
+    panel.head.value, panel.layer.value = 0, 0
+    found = panel.find("it", "animal")
+    assert found == engine.strongest_heads(SEED, "it", "animal", k=8)
+    assert (panel.layer.value, panel.head.value) == found[0][:2] == (13, 8)  # the sliders jump to the best head
+    assert panel.heads_table.value.count("<tr>") == 9
+    try:  # the web Explain tab's "Find heads" table, when the web extra is installed
+        from gpt_demo.web.explain import find_heads
+    except ImportError:
+        pass
+    else:
+        table = find_heads(engine, SEED, "it", "animal")
+        assert (int(table["layer"][0]), int(table["head"][0])) == found[0][:2]
+    assert panel.find("it", "zebra") == [] and "target=&#x27;zebra&#x27; is not a token" in panel.heads_table.value
+
+
+def test_attention_heads_grid_and_bad_input(gpt):
+    grid = gpt.run_line_magic("gpt_attention", f"--view heads --layer 13 --head 8 {SEED}")
+    assert grid.plot.value.count("class='head'") == 9 and "data-layer='13'" in grid.plot.value
+    before = grid.plot.value
+    grid.layer.value = 3
+    assert "data-layer='3'" in grid.plot.value and grid.plot.value != before and grid.renders == 2
+    for line, message in [("--layer 99 hi there", "%gpt_attention: layer=99 is out of range; allowed: 0 <= layer < 30"),
+                          ("--head 9 hi there", "%gpt_attention: head=9 is out of range; allowed: 0 <= head < 9"),
+                          ("--target animal hi", "%gpt_attention: --target needs --token"),
+                          ("--view pie hi", "%gpt_attention: argument --view: invalid choice: 'pie'"),
+                          ("word " * 70, "%gpt_attention: text has 70 tokens, too long for a heatmap; allowed: at most 64")]:
+        result, out = run(gpt, f"%gpt_attention {line}")
+        assert isinstance(result.error_in_exec, UsageError), line
+        lines = [x for x in out.stderr.splitlines() if x.strip()]
+        assert len(lines) == 1 and message in lines[0], (line, out.stderr)
+
+
+# -- %gpt_train ------------------------------------------------------------------------------
+@pytest.mark.parametrize("line, message", [
+    ("", "usage: %gpt_train sft|reward|dpo|ppo"),
+    ("xyz data.jsonl --out a", "%gpt_train: kind='xyz' is not allowed; choose one of sft, reward, dpo, ppo"),
+    ("sft --out a", "%gpt_train sft: data is missing"),
+    ("sft data.jsonl", "%gpt_train sft: --out is missing"),
+    ("sft data.jsonl --out a --max-steps 501",
+     "%gpt_train sft: max_steps=501 is out of range; allowed: 1 <= max_steps <= 500 (GPT_DEMO_MAX_TRAIN_STEPS)"),
+    ("ppo prompts.txt --out a --steps 0", "%gpt_train ppo: steps=0 is out of range"),
+    ("sft data.jsonl --out a --lora-r 0", "%gpt_train: lora_r=0 is not allowed; give an integer >= 1"),
+    ("sft data.jsonl --out ../x", "%gpt_train: out='../x' is not allowed"),
+    ("dpo store --out a --bogus 1", "%gpt_train dpo: unrecognized arguments: --bogus 1"),
+])
+def test_train_bad_input_is_one_line_and_starts_nothing(shell, line, message):
+    result, out = run(shell, f"%gpt_train {line}")
+    if line == "":
+        assert message in result.result.text
+        return
+    assert isinstance(result.error_in_exec, UsageError), line
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and message in lines[0], out.stderr
+
+
+@pytest.mark.slow
+def test_train_magic_trains_in_the_background_draws_the_curve_stops_and_writes_the_adapter(gpt, tmp_path):
+    from gpt_demo.api import list_adapters
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"What is {a} plus {b}?", "completion": f"{a} plus {b} is {a + b}."})
+                            + "\n" for a in range(1, 5) for b in range(1, 3)))
+    gpt.user_ns["sft_file"] = str(data)
+    flags = "--max-steps 2 --batch-size 2 --max-length 64 --device cpu"
+    stopped = gpt.run_line_magic("gpt_train", f"sft {{sft_file}} --out nb-stop {flags}")
+    stopped.stop_button.click()  # before the first step: the job ends there
+    assert stopped.wait(600) and type(stopped.error).__name__ == "TrainingStopped", stopped.status.value
+    assert stopped.status.value == "Stopped: stopped at step 1; run it again with the same --out to resume."
+    assert stopped.points == [] and "nb-stop" not in [a.name for a in list_adapters()]
+
+    panel = gpt.run_line_magic("gpt_train", f"sft {{sft_file}} --out nb-sft {flags}")
+    assert WIDGET in panel._repr_mimebundle_()
+    assert panel.thread.is_alive()  # the magic returned while the job runs: the kernel is free
+    result, out = run(gpt, "%gpt_train sft {sft_file} --out nb-sft " + flags)
+    assert "%gpt_train: out='nb-sft' is still training; Stop it or choose another --out" in out.stderr
+    assert panel.wait(600), "training did not finish"
+    assert panel.error is None, panel.status.value
+    assert panel.renders >= 2 and "data-n='2'" in panel.curve.value  # two steps, two updates of the curve
+    assert sorted({s for s, name, _ in panel.points if name == "loss"}) == [1, 2]
+    assert panel.status.value.startswith("Saved <b>sft</b> adapter <b>nb-sft</b>")
+    assert "nb-sft" in [a.name for a in list_adapters()] and out.stdout == ""
+    assert gpt.run_line_magic("gpt", "config --adapter nb-sft").rows["adapter"] == "nb-sft"
+
+
+def test_quiet_libraries_nests_across_threads_and_keeps_our_own_warnings():
+    import threading
+    import warnings
+
+    from gpt_demo.models.quiet import NOT_OURS, quiet_libraries
+
+    def ours_installed() -> bool:
+        return any(getattr(f[3], "pattern", None) == NOT_OURS for f in warnings.filters)
+
+    entered, release = threading.Event(), threading.Event()
+
+    def other():
+        with quiet_libraries():
+            entered.set()
+            release.wait(30)
+
+    worker = threading.Thread(target=other)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_libraries():
+            worker.start()
+            assert entered.wait(30)
+        assert ours_installed()  # the other thread is still inside
+        warnings.warn_explicit("lib", FutureWarning, "x.py", 1, module="transformers.x")
+        warnings.warn_explicit("ours", FutureWarning, "x.py", 1, module="gpt_demo.x")
+        release.set()
+        worker.join()
+        assert not ours_installed()
+        warnings.warn_explicit("lib later", FutureWarning, "x.py", 2, module="transformers.x")
+    assert [str(w.message) for w in seen] == ["ours", "lib later"]
+
+
 # -- gpt-demo jupyter install / uninstall -----------------------------------------------
 def test_jupyter_install_autoloads_in_a_real_ipython_and_uninstall_removes_it(tmp_path):
     import os
@@ -373,31 +596,6 @@ def test_jupyter_help_imports_nothing_heavy():
             "print('HEAVY', [m for m in ('torch', 'IPython', 'ipywidgets') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "--ipython-dir" in proc.stdout and "HEAVY []" in proc.stdout, proc.stderr
-
-
-# -- the quickstart notebook in a real kernel -------------------------------------------
-@pytest.mark.slow
-def test_quickstart_notebook_runs_top_to_bottom_in_a_real_kernel(engine, tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # the kernel sees no user profile
-    nb = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT / "examples")}}).execute()
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.execution_count for c in code)
-    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
-    assert errors == []
-    tagged = lambda tag: [c for c in code if tag in c.metadata.get("tags", [])]  # noqa: E731
-    for cell in tagged("chat"):
-        answers = [o.data["text/markdown"] for o in cell.outputs if "text/markdown" in o.get("data", {})]
-        assert answers and answers[-1].strip(" `\n"), cell.source
-    for cell in tagged("widget"):
-        assert any(WIDGET in o.get("data", {}) and o.output_type == "execute_result" for o in cell.outputs), cell.source
-    outs = {c.source: c for c in code}
-    assert "Paris" in json.dumps(outs["answer"].outputs[0]["data"]["text/plain"])
-    assert "('I want to kill him', True)" in outs['[(v["text"], v["flagged"]) for v in verdicts]'].outputs[0]["data"]["text/plain"]
-    assert len(tagged("chat")) == 3 and len(tagged("widget")) == 4
 
 
 # -- safe rendering ---------------------------------------------------------------------

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import math
 import re
 
@@ -44,7 +45,10 @@ def test_the_colours_are_the_returned_probabilities(streamed):
         assert abs(float(prob) - math.exp(lp.logprob)) < 1e-6
         assert colour == prob_colour(math.exp(lp.logprob))
     # Likelier is greener: the hue never falls as the probability rises.
-    by_prob = sorted((float(p), int(c[4:c.index(",")])) for _, p, c in spans)
+    def hue(colour):
+        return colorsys.rgb_to_hls(*(int(colour[k:k + 2], 16) / 255 for k in (1, 3, 5)))[0]
+
+    by_prob = sorted((float(p), hue(c)) for _, p, c in spans)
     assert [h for _, h in by_prob] == sorted(h for _, h in by_prob)
     # Each token carries its alternatives (the hover table); the plain-text table lists the same rows.
     assert html.count("class='gd-alt'") == len(tokens)

@@ -2,8 +2,8 @@
 
     >>> from gpt_demo.inspect.token_probs import TokenView, prob_colour, tokens_html
     >>> t = TokenView(0, " Paris", 7042, 0.77, -0.26, [(" Paris", 0.77), (" the", 0.06)])
-    >>> t.rank, prob_colour(1.0), prob_colour(0.0)
-    (1, 'hsl(120, 70%, 80%)', 'hsl(0, 70%, 80%)')
+    >>> t.rank, prob_colour(1.0), prob_colour(0.5), prob_colour(0.0)
+    (1, '#a8f0a8', '#f0f0a8', '#f0a8a8')
     >>> "Paris" in tokens_html([t])
     True
 
@@ -112,9 +112,13 @@ def prefix_text(tokens: list[TokenView], index: int, prompt_text: str = "", toke
 
 
 def prob_colour(prob: float) -> str:
-    """Red (0) through yellow to green (1), light enough to read black text on."""
+    """Red (0) through yellow to green (1), light enough to read black text on: hue 120·p at 70 %
+    saturation, 80 % lightness, as hex (JupyterLab's sanitizer drops ``hsl()`` in a reopened notebook)."""
+    import colorsys
+
     p = min(1.0, max(0.0, float(prob)))
-    return f"hsl({round(120 * p)}, 70%, 80%)"
+    r, g, b = colorsys.hls_to_rgb(round(120 * p) / 360, 0.8, 0.7)
+    return f"#{round(255 * r):02x}{round(255 * g):02x}{round(255 * b):02x}"
 
 
 def summary(tokens: list[TokenView]) -> dict:
@@ -141,9 +145,9 @@ STYLE = """<style>
 .gd-probs .gd-tok:hover{outline:2px solid #333}
 .gd-probs .gd-alt{display:none;position:absolute;left:0;top:1.7em;z-index:50;background:#fff;color:#111;
  border:1px solid #999;border-radius:4px;padding:4px 6px;box-shadow:0 2px 6px rgba(0,0,0,.25);
- white-space:nowrap;font-size:12px;line-height:1.4}
-.gd-probs .gd-tok:hover .gd-alt,.gd-probs .gd-tok.gd-open .gd-alt{display:block}
-.gd-probs .gd-alt td{padding:0 4px;text-align:left;border:none;background:none}
+ white-space:nowrap;width:max-content;font-size:12px;line-height:1.4}
+.gd-probs .gd-tok:hover .gd-alt,.gd-probs .gd-tok.gd-open .gd-alt{display:block!important}
+.gd-probs .gd-alt td{padding:0 4px;text-align:left;border:none;background:none;white-space:nowrap;word-break:normal}
 .gd-probs .gd-alt tr.gd-taken td{font-weight:bold}
 .gd-probs-legend{font:12px sans-serif;color:#555;margin-top:4px}
 .gd-probs-legend span{display:inline-block;width:14px;height:10px;margin:0 1px;vertical-align:middle}
@@ -157,7 +161,9 @@ def _alternatives_html(t: TokenView) -> str:
         for tok, p in t.alternatives)
     if t.rank is None:
         rows += f"<tr class='gd-taken'><td>{html.escape(repr(t.token))}</td><td>{_pct(t.prob)}</td><td>taken</td></tr>"
-    return f"<span class='gd-alt'><table>{rows}</table></span>"
+    # Hidden inline too: where a sanitizer drops the <style> block (JupyterLab, for a notebook opened from
+    # disk) the tables stay hidden and the title attribute still shows the alternatives.
+    return f"<span class='gd-alt' style='display:none'><table>{rows}</table></span>"
 
 
 def _title(t: TokenView) -> str:

@@ -195,12 +195,17 @@ def load_model(cfg: LoadConfig = LoadConfig()) -> LoadedModel:
         kwargs.update(quantization_config=bnb, device_map={"": device})
     elif device != "cpu":
         kwargs.update(device_map={"": device})
+    from .quiet import quiet_libraries
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=kwargs["local_files_only"])
-        if cfg.head == "reward":
-            model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=1, **kwargs)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        # quiet: transformers' instant "Loading weights" bar and its log lines would print under a
+        # notebook cell or a terminal prompt; only our own conversion bar and status lines show.
+        with quiet_libraries():
+            tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=kwargs["local_files_only"])
+            if cfg.head == "reward":
+                model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=1, **kwargs)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
     except OSError as exc:
         raise RuntimeError(f"model={cfg.model!r}: could not load weights from {location}: {exc}") from exc
     model.eval()

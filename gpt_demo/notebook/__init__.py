@@ -1,4 +1,4 @@
-"""Jupyter magics over ``gpt_demo.api``: chat in a cell, widgets, embeddings, moderation, ranking.
+"""Jupyter magics over ``gpt_demo.api``: chat in a cell, widgets, probabilities, attention, training.
 
     %load_ext gpt_demo                      # registers the magics; loads no model
     %gpt config --max-tokens 64 --temperature 0.7
@@ -13,6 +13,12 @@
     %%gpt_moderate --out verdicts
     I want to kill him
     %gpt_rank -k 3 Write a slogan for a bakery
+    %%gpt --probs                           # the answer, each token coloured by its probability
+    What is the capital of France?
+    %gpt_probs                              # the same for the last answer, read back through the model
+    %gpt_attention --layer 13 --head 8 --token it --target animal The animal didn't cross the street because it was too tired
+    %gpt_attention --view heads --layer 13 The animal didn't cross the street because it was too tired
+    job = %gpt_train sft data.jsonl --out my-sft --max-steps 20   # background thread, live curve, Stop
 
 The first magic that needs the chat model loads it once (with a progress line);
 later cells reuse it. Every magic takes ``--help``. Errors are one line

@@ -4,6 +4,9 @@
     %gpt config [--model M] [--adapter A] [--quantize Q] [--device D] [--temperature T] ...
     %gpt reset | %gpt history | %gpt help
     %gpt_chat | %gpt_next TEXT | %gpt_embed | %%gpt_moderate | %gpt_rank PROMPT
+    %%gpt --probs | %gpt_probs            (each token of an answer coloured by its probability)
+    %gpt_attention TEXT [--layer L --head H] [--token it --target animal] | --view heads
+    %gpt_train sft|reward|dpo|ppo DATA --out NAME [options]   (background, live curve, Stop)
 
 Lines are never ``$var``/``{var}``-expanded by IPython (``@no_var_expand``): the
 magics interpolate ``{name}``, ``{In[3]}``, ``{Out[3]}`` themselves and leave every
@@ -12,7 +15,6 @@ other brace as written, so prompts with code or JSON work.
 
 from __future__ import annotations
 
-import argparse
 import keyword
 import time
 
@@ -20,101 +22,19 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.display import display
 
-from ..config import DEVICE_CHOICES, QUANTIZE_CHOICES, Settings
+from ..config import Settings
 from ..feedback.pairs import MAX_K, MIN_K
-from ..generation.params import GenerationParams
-from .parsing import MagicParser, add_param_flags, interpolate, one_line, param_values, parse
+from ..generation.params import CHAT_DEFAULTS, GenerationParams
+from .parsers import PARSERS, rank_parser  # noqa: F401  (rank_parser: the rankings store's tests read its -k range)
+from .parsing import interpolate, one_line, param_values, parse
 from .state import NotebookState
-from .views import FORMATS, Answer, ConfigView, HelpText, History, ModerationTable, Status
+from .views import Answer, ConfigView, HelpText, History, ModerationTable, Status
 
 STREAM_INTERVAL_S = 0.05  # update the answer's display at most 20 times a second
 RANK_TEMPERATURE = 0.9  # ranking needs different answers, so %gpt_rank samples unless told otherwise
 SUBCOMMANDS = ("config", "reset", "history", "help")
 ERRORS = (ValueError, RuntimeError, OSError, ImportError, LookupError)
-
-
-def _out_name(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", metavar="VAR", help="store the result in this notebook variable")
-
-
-def _model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="registry name, hub id, local dir or .gguf (default: %%gpt config)")
-    p.add_argument("--adapter", help="LoRA adapter to load on top of the model")
-
-
-def chat_parser(prog: str = "%%gpt") -> MagicParser:
-    p = MagicParser(prog, "Send the cell to the model as the next user message; the answer streams below.")
-    p.add_argument("--system", help="system prompt (kept for the rest of the conversation)")
-    add_param_flags(p)
-    _model_flags(p)
-    p.add_argument("--format", choices=FORMATS, default="markdown", help="how to show the answer (default markdown)")
-    _out_name(p)
-    p.add_argument("--new", action="store_true", help="start a new conversation first")
-    p.add_argument("--no-interpolate", action="store_true", help="send {name} braces as written")
-    return p
-
-
-def config_parser() -> MagicParser:
-    p = MagicParser("%gpt config", "Show or set the model and the default generation parameters.")
-    p.add_argument("--model", help="registry name, hub id, local dir or .gguf")
-    p.add_argument("--adapter", help="LoRA adapter name ('none' removes it)")
-    p.add_argument("--quantize", choices=QUANTIZE_CHOICES)
-    p.add_argument("--device", choices=DEVICE_CHOICES)
-    add_param_flags(p)
-    p.add_argument("--clear-params", action="store_true", help="forget the default generation parameters")
-    return p
-
-
-def next_parser() -> MagicParser:
-    p = MagicParser("%gpt_next", "The most likely next tokens after TEXT (raw text, no chat template).")
-    p.add_argument("--top-k", type=int, default=10, help="rows (default 10)")
-    p.add_argument("--temperature", type=float, default=1.0, help="0-2, the slider's start (default 1.0)")
-    p.add_argument("--model")
-    return p
-
-
-def chat_widget_parser() -> MagicParser:
-    p = MagicParser("%gpt_chat", "A chat panel: input box, send, streaming reply, sliders, clear.")
-    p.add_argument("--system", help="system prompt")
-    add_param_flags(p)
-    _model_flags(p)
-    return p
-
-
-def embed_parser() -> MagicParser:
-    p = MagicParser("%gpt_embed", "Map texts (one per cell line, or --from VAR) in 2-D and search them.")
-    p.add_argument("--from", dest="source", metavar="EXPR", help="a list of strings, a Series or a DataFrame")
-    p.add_argument("--column", help="the DataFrame column holding the texts")
-    p.add_argument("--method", choices=("pca", "umap"), default="pca", help="projection (default pca)")
-    p.add_argument("--embedder", choices=("minilm", "chat"), default="minilm",
-                   help="minilm (no chat model needed) or the chat model's hidden states")
-    p.add_argument("--top-k", type=int, default=5, help="search results (default 5)")
-    _out_name(p)
-    return p
-
-
-def moderate_parser() -> MagicParser:
-    p = MagicParser("%%gpt_moderate", "Moderate each line of the cell in OpenAI's categories.")
-    p.add_argument("--threshold", action="append", metavar="CATEGORY=NUMBER",
-                   help="override a threshold, e.g. violence=0.3 (repeat)")
-    _out_name(p)
-    return p
-
-
-def rank_parser() -> MagicParser:
-    p = MagicParser("%gpt_rank", "Generate k answers to PROMPT and rank them; saved with the web app's rankings.")
-    p.add_argument("-k", "--k", type=int, default=3, help=f"how many answers ({MIN_K}-{MAX_K}, default 3)")
-    add_param_flags(p)
-    p.add_argument("--model")
-    return p
-
-
-PARSERS = {
-    "chat": chat_parser(), "config": config_parser(), "next": next_parser(), "chat_widget": chat_widget_parser(),
-    "embed": embed_parser(), "moderate": moderate_parser(), "rank": rank_parser(),
-    "reset": MagicParser("%gpt reset", "Forget the conversation (and its system prompt)."),
-    "history": MagicParser("%gpt history", "Show the conversation so far."),
-}
+PROBS = {"logprobs": True, "top_logprobs": 5}  # what --probs asks the engine for
 
 
 def _check_out(name: str | None) -> None:
@@ -132,8 +52,11 @@ class GptMagics(Magics):
 
     def _guard(self, prog: str, func, *args):
         """Run a handler; any expected failure becomes one line (IPython shows UsageError without traceback)."""
+        from ..models.quiet import quiet_libraries
+
         try:
-            return func(*args)
+            with quiet_libraries():  # no library warning or transformers log line under the cell
+                return func(*args)
         except UsageError:
             raise
         except ERRORS as exc:
@@ -161,8 +84,11 @@ class GptMagics(Magics):
         return self._guard("%gpt", self.handle_chat, line, None)  # a one-line prompt: %gpt [options] PROMPT
 
     def handle_help(self, line: str):
-        parts = [PARSERS[k].format_help() for k in ("chat", "config", "chat_widget", "next", "embed", "moderate", "rank")]
-        return HelpText("\n".join(parts))
+        from .training import train_parser
+
+        parts = [PARSERS[k].format_help() for k in ("chat", "config", "chat_widget", "next", "embed", "moderate", "rank",
+                                                     "probs", "attention")]
+        return HelpText("\n".join(parts + [train_parser("sft").format_help()]))
 
     def handle_chat(self, line: str, cell: str | None):
         parser = PARSERS["chat"]
@@ -173,8 +99,8 @@ class GptMagics(Magics):
         prompt = self._text(cell if cell is not None else rest, args.no_interpolate).strip()
         if not prompt:
             raise UsageError("%%gpt: the message is empty; write it in the cell body")
-        params = self.state.config.generation_params(**param_values(args))  # validated before any load
-        engine = self.state.engine(args.model, args.adapter)
+        params = self.state.config.generation_params(**param_values(args), **(PROBS if args.probs else {}))
+        engine = self.state.engine(args.model, args.adapter)  # params were validated before any load
         conv = self.state.conversation
         if args.new:
             conv.clear()
@@ -182,12 +108,15 @@ class GptMagics(Magics):
         if args.system is not None:
             conv.system = self._text(args.system, args.no_interpolate) or None
         conv.add("user", prompt)
+        from ..api import Streamed  # keeps the Completion (with logprobs for --probs) the stream returns
+
         answer = Answer("", args.format, done=False)
         handle = display(answer, display_id=True)
         parts: list[str] = []
+        stream = Streamed(engine.stream_chat(conv, params))
         try:
             last = time.monotonic()
-            for delta in engine.stream_chat(conv, params):
+            for delta in stream:
                 parts.append(delta)
                 if time.monotonic() - last > STREAM_INTERVAL_S:
                     answer.text = "".join(parts)
@@ -203,6 +132,13 @@ class GptMagics(Magics):
         handle.update(answer)
         conv.add("assistant", answer.text)
         self._store(args.out, answer.value())
+        if args.probs and stream.completion is not None and stream.completion.choices[0].logprobs:
+            from .probs import TokenProbs
+
+            view = TokenProbs.from_logprobs(stream.completion.choices[0].logprobs, "Each token coloured by its "
+                                            "probability under the model (temperature 1); hover for the top 5.")
+            self.state.last_probs = (answer.text, view.tokens)
+            display(view)
         return None
 
     def handle_config(self, line: str):
@@ -213,7 +149,7 @@ class GptMagics(Magics):
         cfg = self.state.config
         new_params = {} if args.clear_params else dict(cfg.params)
         new_params.update(param_values(args))
-        shown = GenerationParams.from_dict(new_params)  # validate before changing anything
+        shown = GenerationParams.from_dict({**CHAT_DEFAULTS, **new_params})  # validate before changing anything
         cfg.params = new_params
         for name in ("model", "quantize", "device"):
             if getattr(args, name) is not None:
@@ -257,7 +193,7 @@ class GptMagics(Magics):
     @no_var_expand
     @line_magic
     def gpt_chat(self, line: str):
-        """A chat panel (ipywidgets): input, send, streaming reply, sliders, clear."""
+        """A chat panel (ipywidgets): Enter sends, the reply streams; Stop, Retry, Clear, sliders, probabilities."""
         return self._guard("%gpt_chat", self.handle_chat_widget, line)
 
     def handle_chat_widget(self, line: str):
@@ -290,6 +226,74 @@ class GptMagics(Magics):
         engine = self.state.engine(args.model)
         rows = engine.next_tokens(text, top_k=args.top_k, temperature=args.temperature)  # raises on bad values
         return NextTokens(engine, text, top_k=args.top_k, temperature=args.temperature, rows=rows)
+
+    @no_var_expand
+    @line_magic
+    def gpt_probs(self, line: str):
+        """The last answer with each token coloured by its probability (hover: the alternatives)."""
+        return self._guard("%gpt_probs", self.handle_probs, line)
+
+    def handle_probs(self, line: str):
+        from ..inspect.token_probs import answer_tokens
+        from .probs import TokenProbs, last_answer
+
+        parser = PARSERS["probs"]
+        args, _ = parse(parser, line)
+        if args.help:
+            return HelpText(parser.format_help())
+        _check_out(args.out)
+        if not 0 <= args.top <= 20:
+            raise UsageError(f"%gpt_probs: top={args.top} is out of range; allowed: 0 <= top <= 20")
+        before, answer = last_answer(self.state.conversation.messages)
+        cached = self.state.last_probs
+        if cached is not None and cached[0] == answer and args.top == 5 and args.model is None:
+            tokens, how = cached[1], "as generated"
+        else:  # read back through the model once: the numbers generation would have reported
+            engine = self.state.engine(args.model)
+            tokens, how = answer_tokens(engine.score_answer(before, answer, top=args.top)), "read back"
+        self._store(args.out, tokens)
+        return TokenProbs(tokens, f"The last answer, {how}: each token coloured by its probability under the "
+                                  f"model (temperature 1); hover for the top {args.top}.")
+
+    @no_var_expand
+    @line_magic
+    def gpt_attention(self, line: str):
+        """Attention heatmaps of TEXT: layer and head sliders, Find heads, or a grid of every head."""
+        return self._guard("%gpt_attention", self.handle_attention, line)
+
+    def handle_attention(self, line: str):
+        from .attention import EXAMPLE, AttentionExplorer, HeadsGrid
+
+        parser = PARSERS["attention"]
+        args, text = parse(parser, line, text_allowed=True)
+        if args.help:
+            return HelpText(parser.format_help())
+        text = self._text(text).strip() or EXAMPLE
+        if args.target and not args.token:
+            raise UsageError("%gpt_attention: --target needs --token (which token links to it), e.g. --token it")
+        engine = self.state.engine(args.model)
+        if args.view == "heads":
+            return HeadsGrid(engine, text, layer=args.layer, highlight=args.head)
+        return AttentionExplorer(engine, text, layer=args.layer, head=args.head, token=args.token, target=args.target)
+
+    @no_var_expand
+    @line_magic
+    def gpt_train(self, line: str):
+        """Train an adapter (sft | reward | dpo | ppo) in the background, with a live curve and Stop."""
+        return self._guard("%gpt_train", self.handle_train, line)
+
+    def handle_train(self, line: str):
+        from .training import TrainPanel, parse_train
+
+        kind, data, out, config = parse_train(self._text(line))  # {name}: e.g. a path held in a variable
+        if kind is None:
+            return HelpText(data)
+        running = self.state.training.get(out)
+        if running is not None and not running.finished.is_set():
+            raise UsageError(f"%gpt_train: out={out!r} is still training; Stop it or choose another --out")
+        panel = TrainPanel(kind, data, out, config, on_done=lambda result: self.state.engines.forget(result.name))
+        self.state.training[out] = panel
+        return panel.start()
 
     @no_var_expand
     @line_cell_magic

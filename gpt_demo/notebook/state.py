@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..chat import Conversation
 from ..engine_cache import EngineCache, LoadEvent
-from ..generation.params import GenerationParams
+from ..generation.params import CHAT_DEFAULTS, GenerationParams
 from .views import Status
 
 
@@ -25,8 +25,12 @@ class NotebookConfig:
     params: dict = field(default_factory=dict, metadata={"help": "default GenerationParams overrides"})
 
     def generation_params(self, **overrides) -> GenerationParams:
-        """The defaults with ``overrides`` applied; raises ValueError naming a bad field."""
-        return GenerationParams.from_dict({**self.params, **{k: v for k, v in overrides.items() if v is not None}})
+        """The chat defaults (``CHAT_DEFAULTS``, as the web Chat), then ``%gpt config``'s, then ``overrides``.
+
+        Raises ValueError naming a bad field.
+        """
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return GenerationParams.from_dict({**CHAT_DEFAULTS, **self.params, **given})
 
 
 class NotebookState:
@@ -36,6 +40,8 @@ class NotebookState:
         self.config = NotebookConfig()
         self.conversation = Conversation()
         self.session_id = f"notebook-{uuid.uuid4().hex[:12]}"
+        self.last_probs: tuple[str, list] | None = None  # (answer, TokenView rows) of the last %%gpt --probs
+        self.training: dict = {}  # adapter name -> its TrainPanel (one job per adapter directory)
         # The core's engine cache: bounded by GPT_DEMO_MAX_ENGINES (a cell's --model or --adapter loads
         # another model; the least recently used is dropped), with a status line for each load.
         self.engines = EngineCache(on_load=LoadingDisplay())

@@ -187,7 +187,8 @@ def transcript_html(messages: list[dict], pending: str | None = None) -> str:
         out.append(f"<div style='background:{colour};border-radius:6px;padding:4px 8px;margin:4px 0;"
                    f"white-space:pre-wrap'><b>{m['role']}</b>: {html.escape(m['content'])}</div>")
     if pending is not None:
-        out.append("<div style='background:#f1f3f4;border-radius:6px;padding:4px 8px;margin:4px 0;white-space:pre-wrap'>"
+        out.append("<div class='gd-streaming' style='background:#f1f3f4;border-radius:6px;padding:4px 8px;margin:4px 0;"
+                   "white-space:pre-wrap'>"
                    f"<b>assistant</b>: {html.escape(pending)} &#9612;</div>")
     return "".join(out) or "<i style='color:#888'>No messages yet.</i>"
 
@@ -233,3 +234,43 @@ def scatter_svg(coords, texts: list[str], highlight: dict[int, int] | None = Non
         parts.append("</g>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+def curve_svg(points: list[tuple[int, str, float]], width: int = 560, panel_h: int = 110, pad: int = 30) -> str:
+    """Training curves as inline SVG: one small panel per metric (loss, reward, kl, ...), step on x.
+
+    ``points`` are (step, metric, value) as the trainers report them through ``on_progress``.
+    """
+    metrics: dict[str, list[tuple[int, float]]] = {}
+    for step, name, value in points:
+        metrics.setdefault(name, []).append((step, value))
+    if not metrics:
+        return ("<svg xmlns='http://www.w3.org/2000/svg' class='gd-curve' data-points='0' width='300' height='24' "
+                "style='font:11px sans-serif'><text x='4' y='16' fill='#888'>waiting for the first step...</text></svg>")
+    steps = [s for s, _, _ in points]
+    s0, s1 = min(steps), max(steps)
+    height = len(metrics) * (panel_h + 8)
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' class='gd-curve' data-points='{len(points)}' width='{width}' "
+           f"height='{height}' style='background:#fff;font:11px sans-serif'>"]
+    for k, (name, series) in enumerate(metrics.items()):
+        top = k * (panel_h + 8)
+        vs = [v for _, v in series]
+        v0, v1 = min(vs), max(vs)
+        span_v, span_s = (v1 - v0) or 1.0, (s1 - s0) or 1
+
+        def xy(s, v):
+            return (pad + (s - s0) / span_s * (width - 2 * pad),
+                    top + panel_h - 16 - (v - v0) / span_v * (panel_h - 30))
+
+        coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(s, v) for s, v in series))
+        out.append(f"<g class='metric' data-metric='{html.escape(name, quote=True)}' data-n='{len(series)}'>"
+                   f"<rect x='{pad}' y='{top + 12}' width='{width - 2 * pad}' height='{panel_h - 26}' fill='#fafafa' "
+                   f"stroke='#ddd'/><text x='{pad}' y='{top + 9}' fill='#222'>{html.escape(name)}: last "
+                   f"{vs[-1]:.4g} (min {v0:.4g}, max {v1:.4g})</text>"
+                   f"<polyline points='{coords}' fill='none' stroke='#4c78a8' stroke-width='2'/>")
+        for x, y in (xy(s, v) for s, v in series):
+            out.append(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='2.5' fill='#4c78a8'/>")
+        out.append(f"<text x='{pad}' y='{top + panel_h - 2}' fill='#666'>step {s0}</text>"
+                   f"<text x='{width - pad}' y='{top + panel_h - 2}' text-anchor='end' fill='#666'>step {s1}</text></g>")
+    out.append("</svg>")
+    return "".join(out)

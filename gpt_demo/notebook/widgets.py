@@ -8,6 +8,7 @@ Errors land in the panel's status line, never as a traceback.
 from __future__ import annotations
 
 import html
+import threading
 import time
 
 import ipywidgets as w
@@ -24,62 +25,144 @@ def _error(status: w.HTML, exc: Exception) -> None:
 
 
 class ChatPanel(w.VBox):
-    """``%gpt_chat``: input box, send, streaming reply, parameter sliders, clear."""
+    """``%gpt_chat``: Enter (or Send) sends, the reply streams; Stop, Retry, Clear; sliders; probabilities.
+
+    The answer is generated on a worker thread, so the Stop click reaches the kernel while it
+    streams. ``send(text)`` and ``retry()`` wait for the answer and return it (what code and tests
+    use); a click or Enter does not wait.
+    """
 
     def __init__(self, engine, params, system: str | None = None):
         self.engine = engine
         self.conversation = Conversation(system=system)
         self.transcript = w.HTML(transcript_html([]))
-        self.input = w.Textarea(placeholder="Type a message, then click Send",
-                                layout=w.Layout(width="100%", height="4em"))
+        self.input = w.Text(placeholder="Type a message and press Enter", layout=w.Layout(width="100%"))
+        self.input.on_msg(self._on_msg)  # the Text view sends {"event": "submit"} on Enter
         self.send_button = w.Button(description="Send", button_style="primary", icon="paper-plane")
+        self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
+        self.retry_button = w.Button(description="Retry", icon="redo")
         self.clear_button = w.Button(description="Clear", icon="trash")
+        self.show_probs = w.Checkbox(value=False, description="Show probabilities", indent=False)
+        self.probs = w.HTML()
         self.system = w.Text(value=system or "", placeholder="System prompt (optional)", description="System")
         self.temperature = w.FloatSlider(value=params.temperature, min=0.0, max=2.0, step=0.05, description="temperature")
         self.top_p = w.FloatSlider(value=params.top_p, min=0.05, max=1.0, step=0.05, description="top_p")
         self.max_tokens = w.IntSlider(value=params.max_tokens, min=1, max=1024, description="max_tokens")
         self.base_params = params
         self.status = w.HTML()
-        self.send_button.on_click(lambda _: self.send())
+        self.answer: str | None = None  # the last complete answer
+        self.tokens: list = []  # its TokenView rows when "Show probabilities" was on
+        self.snapshots = 0  # transcript updates while the last answer streamed
+        self._cancel = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.send_button.on_click(lambda _: self.send(wait=False))
+        self.stop_button.on_click(lambda _: self.stop())
+        self.retry_button.on_click(lambda _: self.retry(wait=False))
         self.clear_button.on_click(lambda _: self.clear())
-        controls = w.HBox([self.send_button, self.clear_button])
+        controls = w.HBox([self.send_button, self.stop_button, self.retry_button, self.clear_button, self.show_probs])
         sliders = w.Accordion([w.VBox([self.system, self.temperature, self.top_p, self.max_tokens])], titles=("Parameters",))
-        super().__init__([self.transcript, self.input, controls, sliders, self.status])
+        super().__init__([self.transcript, self.probs, self.input, controls, sliders, self.status])
 
-    def send(self, text: str | None = None) -> str | None:
-        """Send ``text`` (default: the input box) and stream the answer; returns the answer."""
+    def _on_msg(self, _widget, content, _buffers) -> None:
+        if content.get("event") == "submit":
+            self.send(wait=False)
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def send(self, text: str | None = None, *, wait: bool = True) -> str | None:
+        """Send ``text`` (default: the input box) and stream the answer; returns it when ``wait``."""
         text = (self.input.value if text is None else text).strip()
-        if not text:
+        if not text or self.busy:
+            if self.busy:
+                self.status.value = "<small>Still answering: Stop it first.</small>"
             return None
-        self.send_button.disabled = True
-        self.status.value = ""
-        self.conversation.system = self.system.value.strip() or None
         self.conversation.add("user", text)
         self.input.value = ""
-        parts: list[str] = []
+        return self._start(wait)
+
+    def retry(self, *, wait: bool = True) -> str | None:
+        """Answer the last message again (the last answer is replaced)."""
+        if self.busy or not self.conversation.turns:
+            return None
+        if self.conversation.turns[-1]["role"] == "assistant":
+            self.conversation.undo()
+        return self._start(wait)
+
+    def stop(self) -> None:
+        """End the streaming answer now; what came so far is kept, marked [stopped]."""
+        self._cancel.set()
+
+    def _start(self, wait: bool) -> str | None:
+        self.status.value = ""
+        self.conversation.system = self.system.value.strip() or None
         try:
             params = self.base_params.replace(temperature=self.temperature.value, top_p=self.top_p.value,
-                                              max_tokens=self.max_tokens.value)
-            last = 0.0
-            for delta in self.engine.stream_chat(self.conversation, params):
-                parts.append(delta)
-                if time.monotonic() - last > STREAM_INTERVAL_S:
-                    self.transcript.value = transcript_html(self.conversation.messages, "".join(parts))
-                    last = time.monotonic()
-        except Exception as exc:  # noqa: BLE001 - shown in the panel as one line
+                                              max_tokens=self.max_tokens.value,
+                                              **({"logprobs": True, "top_logprobs": 5} if self.show_probs.value else {}))
+        except ValueError as exc:
             self.conversation.undo()
             _error(self.status, exc)
             return None
+        self._cancel.clear()
+        self.answer, self.tokens, self.snapshots = None, [], 0
+        self.send_button.disabled = self.retry_button.disabled = True
+        self.stop_button.disabled = False
+        self._worker = threading.Thread(target=self._stream, args=(params,), name="gpt-chat-panel", daemon=True)
+        self._worker.start()
+        if wait:
+            self._worker.join()
+            return self.answer
+        return None
+
+    def _stream(self, params) -> None:
+        from ..api import Streamed
+        from ..models.quiet import quiet_libraries
+
+        parts: list[str] = []
+        stopped = False
+        try:
+            with quiet_libraries():
+                stream = Streamed(self.engine.stream_chat(self.conversation, params))
+                last = 0.0
+                for delta in stream:
+                    parts.append(delta)
+                    if self._cancel.is_set():
+                        stopped = True
+                        stream.close()
+                        break
+                    if time.monotonic() - last > STREAM_INTERVAL_S:
+                        self.transcript.value = transcript_html(self.conversation.messages, "".join(parts))
+                        self.snapshots += 1
+                        last = time.monotonic()
+            answer = "".join(parts) + (" [stopped]" if stopped else "")
+            self.conversation.add("assistant", answer)
+            self.answer = answer
+            completion = stream.completion
+            if self.show_probs.value and completion is not None and completion.choices[0].logprobs:
+                from ..inspect.token_probs import answer_tokens, tokens_html
+
+                self.tokens = answer_tokens(completion.choices[0].logprobs)
+                self.probs.value = tokens_html(self.tokens)
+            else:
+                self.probs.value = ""
+        except Exception as exc:  # noqa: BLE001 - shown in the panel as one line
+            if self.conversation.turns and self.conversation.turns[-1]["role"] == "user":
+                self.conversation.undo()
+            _error(self.status, exc)
         finally:
-            self.send_button.disabled = False
-        answer = "".join(parts)
-        self.conversation.add("assistant", answer)
-        self.transcript.value = transcript_html(self.conversation.messages)
-        return answer
+            self.transcript.value = transcript_html(self.conversation.messages)
+            self.send_button.disabled = self.retry_button.disabled = False
+            self.stop_button.disabled = True
 
     def clear(self) -> None:
+        if self.busy:
+            self.stop()
+            self._worker.join()
         self.conversation.clear()
-        self.status.value = ""
+        self.status.value = self.probs.value = ""
+        self.answer, self.tokens = None, []
         self.transcript.value = transcript_html([])
 
 
