@@ -239,28 +239,37 @@ class Engine:
         return self._stream(self.render_raw(prompt, params), params)
 
     # -- looking inside -------------------------------------------------------------
-    def prompt_text(self, messages: Messages, system: str | None = None) -> str:
+    def prompt_text(self, messages: Messages, params=None, *, system: str | None = None) -> str:
         """The raw text the model reads for ``messages``: the chat template with its special tokens.
 
-        What the Explain tab's next-token table continues when a token of an answer is clicked.
+            >>> engine.prompt_text("Hi")[-33:]                                         # doctest: +SKIP
+            '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n'
+
+        What the Explain tab's next-token table continues when a token of an answer is clicked;
+        ``params`` as the answer was generated with (its ``max_tokens`` decides what old turns fit).
         """
-        rendered = self.render_chat(messages, self.params(), system)
+        rendered = self.render_chat(messages, self.params(params), system)
         return self.tokenizer.decode(rendered.ids, skip_special_tokens=False)
 
     def score_answer(self, messages: Messages, answer: str, *, system: str | None = None, top: int = 5):
         """Each token of ``answer`` (to ``messages``) with its probability and ``top`` alternatives.
 
+            >>> rows = engine.score_answer("Name a colour.", "Blue.")                  # doctest: +SKIP
+            >>> rows[0].token, round(math.exp(rows[0].logprob), 2), rows[0].top_logprobs[:2]  # doctest: +SKIP
+            ('Blue', 0.12, [('Red', -1.3), ('Blue', -2.1)])
+
         For an answer written without ``logprobs``: one forward pass reads it back and gives the
         numbers generation would have reported (``TokenLogprob`` rows; ``inspect.token_probs``
-        colours them).
+        colours them). Old turns are dropped, as for generation, to leave the answer room.
         """
         from .inspect.token_probs import score_answer
 
         if not isinstance(answer, str) or not answer:
             raise ValueError("answer='' is not allowed; give the answer to look into")
         self.limits.check_text("answer", answer)
-        rendered = self.render_chat(messages, self.params(), system)
         answer_ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        room = self.params(max_tokens=max(1, min(len(answer_ids), self.context_window // 2)))
+        rendered = self.render_chat(messages, room, system)
         return score_answer(self.loaded, rendered.ids, answer_ids, top=top)
 
     def next_tokens(self, text: str, top_k: int = 10, temperature: float = 1.0) -> list[TokenProb]:

@@ -130,6 +130,11 @@ def test_logprobs_match_the_local_engine(remote, engine):
     assert [t.token for t in streamed] == [t.token for t in local.logprobs]
     assert np.allclose([t.logprob for t in streamed], [t.logprob for t in local.logprobs], atol=1e-4)
     assert [len(t.top_logprobs) for t in streamed] == [3] * len(streamed)
+    raw = Streamed(remote.stream_complete("The capital of France is", temperature=0, max_tokens=3, logprobs=True,
+                                          top_logprobs=2))
+    text = "".join(raw)
+    tokens = raw.completion.choices[0].logprobs  # /completions' own logprobs shape, from its chunks
+    assert "".join(t.token for t in tokens) == text and all(len(t.top_logprobs) == 2 for t in tokens)
     with pytest.raises(ValueError, match=r"top_logprobs=20 is not allowed for completions with gpt-demo:.*at most 5"):
         remote.complete("Hi", logprobs=True, top_logprobs=20)
 

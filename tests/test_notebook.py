@@ -293,8 +293,86 @@ def test_chat_panel_enter_sends_with_the_web_chat_defaults_and_stop_retry_probs_
     panel.send("Write a long story about a dragon.", wait=False)
     panel.stop()  # before the first of up to 200 tokens: the answer ends at once
     panel._worker.join()
-    assert panel.answer.endswith(" [stopped]") and len(engine.tokenizer(panel.answer)["input_ids"]) < 20
+    assert panel.stopped and len(engine.tokenizer(panel.answer)["input_ids"]) < 20
+    # the model reads the partial answer as it stands next turn; "stopped" is said in the status line only
+    assert panel.conversation.turns[-1] == {"role": "assistant", "content": panel.answer}
+    assert "[stopped]" not in panel.answer and "Stopped" in panel.status.value
     assert panel.stop_button.disabled and not panel.send_button.disabled
+
+
+class _FakeEngine:
+    """Just what ChatPanel calls: ``stream_chat`` yields ``deltas`` (after ``wait`` s), ``score_answer`` raises."""
+
+    def __init__(self, deltas=(), wait=0.0, fail=None, score_error=None):
+        self.deltas, self.wait, self.fail, self.score_error = list(deltas), wait, fail, score_error
+        self.yielded = 0
+
+    def stream_chat(self, conversation, params):
+        import time
+
+        time.sleep(self.wait)  # a best_of stream: nothing for a while, then the whole answer
+        if self.fail is not None:
+            raise self.fail
+        for d in self.deltas:
+            self.yielded += 1
+            yield d
+        return None
+
+    def score_answer(self, messages, answer, top=5):
+        raise self.score_error
+
+
+def _panel(engine):
+    from gpt_demo.generation.params import CHAT_DEFAULTS, GenerationParams
+    from gpt_demo.notebook.widgets import ChatPanel
+
+    return ChatPanel(engine, GenerationParams.from_dict(CHAT_DEFAULTS))
+
+
+def test_chat_panel_stop_works_when_the_stream_is_silent_for_a_while():
+    panel = _panel(_FakeEngine(["The whole ", "answer.", " More", " never read"], wait=0.3))
+    panel.send("Hi", wait=False)
+    panel.stop()  # while nothing has come yet
+    assert panel.status.value == "<small>Stopping...</small>"
+    panel._worker.join(10)
+    assert not panel.busy and panel.stopped and panel.answer == "The whole "
+    assert panel.engine.yielded == 1  # the stream was closed at its first delta
+    assert panel.conversation.turns == [{"role": "user", "content": "Hi"},
+                                        {"role": "assistant", "content": "The whole "}]
+    empty = _panel(_FakeEngine([""], wait=0.2))
+    empty.send("Hello?", wait=False)
+    empty.stop()
+    empty._worker.join(10)  # stopped before any text: no empty turn, the message back in the box
+    assert empty.conversation.turns == [] and empty.input.value == "Hello?" and empty.answer is None
+    assert "before the answer began" in empty.status.value
+
+
+def test_chat_panel_clears_the_old_probabilities_when_a_new_answer_starts(gpt):
+    panel = gpt.run_line_magic("gpt_chat", "--temperature 0 --max-tokens 3")
+    panel.show_probs.value = True
+    panel.send("What is the capital of France?")
+    assert panel.tokens and "data-prob" in panel.probs.value
+    panel.engine = _FakeEngine(fail=ValueError("the server went away"))
+    assert panel.send("And of Italy?") is None
+    assert panel.probs.value == "" and panel.tokens == []  # no stale colours beside an error
+    assert "the server went away" in panel.status.value and len(panel.conversation.turns) == 2
+
+
+def test_chat_panel_show_probabilities_after_the_answer_reads_it_back_and_hides(gpt):
+    from gpt_demo.backends import CapabilityMissing
+
+    panel = gpt.run_line_magic("gpt_chat", "--temperature 0 --max-tokens 3")
+    answer = panel.send("What is the capital of France?")
+    assert panel.tokens == [] and panel.probs.layout.display == "none"
+    panel.show_probs.value = True  # after the answer: read back through the model once
+    assert "".join(t.token for t in panel.tokens) == answer and all(len(t.alternatives) == 5 for t in panel.tokens)
+    assert "data-prob" in panel.probs.value and panel.probs.layout.display != "none"
+    panel.show_probs.value = False
+    assert panel.probs.layout.display == "none"
+    remote = _panel(_FakeEngine(["Hello."], score_error=CapabilityMissing("openai:http://gpu:8000/v1#m", "logprobs")))
+    remote.send("Hi")
+    remote.show_probs.value = True
+    assert "cannot give per-token log-probabilities" in remote.status.value and remote.tokens == []
 
 
 def test_next_tokens_table_follows_the_temperature_slider(gpt):
@@ -386,7 +464,7 @@ def test_probs_colours_match_the_logprobs_and_alternatives_equal_next_tokens(gpt
     result, out = run(gpt, "%%gpt --probs --temperature 0 --max-tokens 6\nWhat is the capital of France?")
     assert result.success, out.stderr
     assert out.stderr == "" and out.stdout == ""
-    answer, tokens = state_of(gpt).last_probs
+    _, answer, _, tokens = state_of(gpt).last_probs
     assert answer == state_of(gpt).conversation.turns[-1]["content"] and "".join(t.token for t in tokens) == answer
     html_out = out.outputs[-1].data["text/html"]
     spans = _spans(html_out)
@@ -394,7 +472,7 @@ def test_probs_colours_match_the_logprobs_and_alternatives_equal_next_tokens(gpt
     assert [c for _, c in spans] == [prob_colour(t.prob) for t in tokens]
     assert "<script" not in html_out and "http" not in html_out
     assert all(len(t.alternatives) == 5 and t.alternatives[0][1] >= t.alternatives[-1][1] for t in tokens)
-    assert tokens[0].rank == 1  # greedy: every token was the model's favourite
+    assert all(t.rank == 1 for t in tokens)  # greedy: every token was the model's favourite
     cached = gpt.run_line_magic("gpt_probs", "--out seen")
     assert cached.tokens is tokens and gpt.user_ns["seen"] is tokens
     read_back = gpt.run_line_magic("gpt_probs", "--top 3")  # scored again, through the model next_tokens uses
@@ -407,6 +485,29 @@ def test_probs_colours_match_the_logprobs_and_alternatives_equal_next_tokens(gpt
     assert [r.token for r in rows] == [tok for tok, _ in read_back.tokens[2].alternatives]
     assert [r.prob for r in rows] == pytest.approx([p for _, p in read_back.tokens[2].alternatives], abs=1e-3)
     assert "the top 3" in read_back._repr_mimebundle_()["text/plain"]
+
+
+def test_gpt_probs_reuses_the_numbers_only_for_the_same_question_answer_and_model(gpt, engine):
+    state = state_of(gpt)
+    probs = "%%gpt --probs --temperature 0 --max-tokens 2\nWhat is the capital of France?"
+    run(gpt, probs)
+    tokens = state.last_probs[3]
+    assert gpt.run_line_magic("gpt_probs", "").tokens is tokens
+    state.use_engine(engine, "another-model")  # the same weights under another name: a different model to the cache
+    assert gpt.run_line_magic("gpt_probs", "--model another-model").tokens is not tokens
+    state.conversation.turns[0]["content"] = "Name a city in France."  # the same answer text to another question
+    view = gpt.run_line_magic("gpt_probs", "")
+    assert view.tokens is not tokens and "read back" in view.caption
+    for cell in ("%%gpt --temperature 0 --max-tokens 1\nAnd Italy?",  # an answer without --probs
+                 "%%gpt --new --max-tokens 1\nHi"):
+        run(gpt, probs)
+        assert state.last_probs is not None
+        run(gpt, cell)
+        assert state.last_probs is None, cell
+    run(gpt, "%%gpt --probs --new --temperature 0 --max-tokens 1\nHi")
+    assert state.last_probs[:2] == ([{"role": "user", "content": "Hi"}], state.conversation.turns[-1]["content"])
+    gpt.run_line_magic("gpt", "reset")
+    assert state.last_probs is None
 
 
 @pytest.mark.parametrize("cells, message", [
@@ -536,10 +637,10 @@ def test_quiet_libraries_nests_across_threads_and_keeps_our_own_warnings():
     import threading
     import warnings
 
-    from gpt_demo.models.quiet import NOT_OURS, quiet_libraries
+    from gpt_demo.models.quiet import LIBRARIES, quiet_libraries
 
     def ours_installed() -> bool:
-        return any(getattr(f[3], "pattern", None) == NOT_OURS for f in warnings.filters)
+        return any(getattr(f[3], "pattern", None) == LIBRARIES for f in warnings.filters)
 
     entered, release = threading.Event(), threading.Event()
 
@@ -562,6 +663,31 @@ def test_quiet_libraries_nests_across_threads_and_keeps_our_own_warnings():
         assert not ours_installed()
         warnings.warn_explicit("lib later", FutureWarning, "x.py", 2, module="transformers.x")
     assert [str(w.message) for w in seen] == ["ours", "lib later"]
+
+
+def test_quiet_libraries_hides_only_library_warnings_and_never_leaks_its_filter():
+    import warnings
+
+    from gpt_demo.models.quiet import LIBRARIES, quiet_libraries
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_libraries():  # a %gpt_chat stream or a %gpt_train job holds it for minutes
+            for module in ("__main__", "mymod", "mymod.sub", "transformersfan",
+                           "transformers.x", "torch", "peft.tuners"):
+                warnings.warn_explicit(f"from {module}", UserWarning, "x.py", 1, module=module)
+        assert [str(w.message) for w in seen] == ["from __main__", "from mymod", "from mymod.sub",
+                                                  "from transformersfan"]
+        # another thread inside catch_warnings (transformers' Trainer saving a checkpoint) when the last user leaves
+        quiet = quiet_libraries()
+        quiet.__enter__()
+        inner = warnings.catch_warnings()
+        inner.__enter__()  # saves the list holding our filter, works on a copy
+        quiet.__exit__(None, None, None)
+        inner.__exit__(None, None, None)  # restores the saved list: the filter must not come back with it
+        assert not any(getattr(f[3], "pattern", None) == LIBRARIES for f in warnings.filters)
+        warnings.warn_explicit("lib after", UserWarning, "x.py", 2, module="transformers.x")
+        assert str(seen[-1].message) == "lib after"
 
 
 # -- gpt-demo jupyter install / uninstall -----------------------------------------------

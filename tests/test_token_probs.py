@@ -76,7 +76,9 @@ def test_the_alternatives_at_a_position_are_next_tokens_on_the_prefix(engine, st
 def test_an_answer_written_without_logprobs_is_read_back_to_the_same_numbers(engine, streamed):
     text, choice = streamed
     scored = engine.score_answer(QUESTION, text, top=5)
-    assert [t.token_id for t in scored] == [t.token_id for t in choice.logprobs[:len(scored)]]
+    # The stream's logprobs end with the end token, which the text does not hold.
+    generated = [t for t in choice.logprobs if t.token_id not in engine.tokenizer.all_special_ids]
+    assert [t.token_id for t in scored] == [t.token_id for t in generated]
     assert max(abs(a.logprob - b.logprob) for a, b in zip(scored, choice.logprobs)) < 0.1
     # Reading back uses the model that next_tokens uses, so those two agree closely.
     tokens = answer_tokens(scored)
@@ -111,13 +113,32 @@ def test_web_chat_keeps_its_answers_probabilities_and_a_click_opens_explain_ther
     assert hidden["visible"] is False
     session, shown = probs.probs_view(engine, session, "chat", True)
     assert "id='probs-chat'" in shown["value"] and len(SPAN.findall(shown["value"])) == len(held.tokens)
-    text, session, table, _, _, status, tabs, inner = probs.explain_token(engine, session, "chat:2:17", 1.0, 5)
+    text, session, table, _, _, status, tabs, inner, picked = probs.explain_token(engine, session, "chat:2:17", 1.0, 5)
     assert text == engine.prompt_text(held.messages) + engine.tokenizer.decode([t.token_id for t in held.tokens[:2]])
     assert session.explain_text == text and "the model weighed these" in status
+    assert picked["value"] == engine.model_name  # Explain's picker names the model the table is for
     assert list(table["probability"]) == [round(r.prob, 4) for r in engine.next_tokens(text, top_k=5)]
-    for bad, message in (("chat", "click a token"), ("arena:1:2", "names no answer"), ("rank-9:0:1", "no longer on show")):
-        with pytest.raises(gr.Error, match=message):
+    for bad in ("chat", "arena:1:2", "chat:²", "chat:1:2:3", "rank-12:0"):
+        with pytest.raises(gr.Error, match=r"is not allowed; allowed: chat:N or rank-K:N"):
             probs.explain_token(engine, session, bad, 1.0, 5)
+    # Undo takes the answer off the screen, and its numbers with it: a late click is refused by name.
+    chat.undo(session)
+    assert "chat" not in session.probs
+    with pytest.raises(gr.Error, match=r"no longer on show"):
+        probs.explain_token(engine, session, "chat:2:18", 1.0, 5)
+    # Block mode: a withheld answer is not scored as if the model had written the placeholder.
+    session.conversation.add("user", "Hi")
+    session.conversation.add("assistant", probs.WITHHELD)
+    session, shown = probs.probs_view(engine, session, "chat", True)
+    assert "withheld by moderation" in shown["value"] and "gd-tok" not in shown["value"]
+    # The same text answering another question gets its own numbers, not the old ones.
+    chat.clear(session)
+    for question in ("Say yes.", "Answer with one word: yes."):
+        session.conversation.add("user", question)
+        session.conversation.add("assistant", "Yes.")
+        session, shown = probs.probs_view(engine, session, "chat", True)
+        assert session.probs["chat"].messages[-1]["content"] == question
+        session.conversation.turns.pop()
     # Rank: an answer edited in its box is read back through the model, so its view shows the edit.
     session.rank_prompt = "Say hi."
     edited = "Hello! Lovely to meet you."

@@ -209,12 +209,14 @@ def test_show_probabilities_colours_tokens_hover_shows_top5_and_a_click_opens_ex
     alternatives.wait_for(state="visible", timeout=10_000)
     assert alternatives.locator("tr").count() >= 5  # the top 5 (and the token taken, when it was not among them)
     page.screenshot(path=str(SCREENSHOTS / "chat-probabilities.png"))
+    before = tokens.nth(0).inner_text() + tokens.nth(1).inner_text()  # shown text: the hidden tables are not in it
     third.click()
     page.locator("#explain-text textarea").wait_for(state="visible", timeout=60_000)
     page.wait_for_function("() => document.querySelector('#explain-text textarea').value.includes('<|im_start|>assistant')",
                            timeout=60_000)
     text = page.locator("#explain-text textarea").input_value()
-    assert text.endswith(text.split("<|im_start|>assistant\n")[-1]) and "Name a fruit." in text
+    # The text the model had read when it chose the third token: the chat template and two tokens.
+    assert "Name a fruit.<|im_end|>" in text and text.endswith("<|im_start|>assistant\n" + before), (text, before)
     # The table is the model's distribution on that text, read back through the engine here.
     want = [r.token for r in engine.next_tokens(text, top_k=3)]
     page.get_by_text("the model weighed these").wait_for(timeout=60_000)

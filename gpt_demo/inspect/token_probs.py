@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 TOP = 5  # alternatives shown per token (OpenAI's Playground showed 5; its legacy API caps there too)
+MAX_SCORED_TOKENS = 2048  # an answer read back in one forward pass: (tokens, vocab) floats, ~400 MB here
 
 
 @dataclass
@@ -82,12 +83,16 @@ def score_answer(loaded, prompt_ids: list[int], answer_ids: list[int], top: int 
     if total > loaded.context_window:
         raise ValueError(f"prompt and answer are {total} tokens; allowed: at most the {loaded.context_window}-token "
                          "context window")
-    if not 0 <= top <= 20:
+    if len(answer_ids) > MAX_SCORED_TOKENS:
+        raise ValueError(f"answer has {len(answer_ids)} tokens; allowed: at most {MAX_SCORED_TOKENS} to read back")
+    if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
         raise ValueError(f"top={top!r} is out of range; allowed: 0 <= top <= 20")
     model, tok = loaded.model, loaded.tokenizer
     ids = torch.tensor([list(prompt_ids) + list(answer_ids)], device=model.device)
     with forward_guard(model).shared(), torch.inference_mode():
-        logits = model(input_ids=ids, use_cache=False).logits[0, len(prompt_ids) - 1:-1].float()  # (A, vocab)
+        # Only the answer's positions get logits (the prompt's would be (T, vocab) floats for nothing).
+        out = model(input_ids=ids, use_cache=False, logits_to_keep=len(answer_ids) + 1)
+        logits = out.logits[0, :-1].float()  # (A, vocab): position i predicts answer token i
     logp = torch.log_softmax(logits, dim=-1)
     chosen = logp.gather(1, torch.tensor(answer_ids, device=logp.device)[:, None]).squeeze(1).tolist()
     values, top_ids = logp.topk(top, dim=-1) if top else (logp[:, :0], logp[:, :0].long())

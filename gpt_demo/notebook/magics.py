@@ -34,7 +34,6 @@ STREAM_INTERVAL_S = 0.05  # update the answer's display at most 20 times a secon
 RANK_TEMPERATURE = 0.9  # ranking needs different answers, so %gpt_rank samples unless told otherwise
 SUBCOMMANDS = ("config", "reset", "history", "help")
 ERRORS = (ValueError, RuntimeError, OSError, ImportError, LookupError)
-PROBS = {"logprobs": True, "top_logprobs": 5}  # what --probs asks the engine for
 
 
 def _check_out(name: str | None) -> None:
@@ -99,8 +98,14 @@ class GptMagics(Magics):
         prompt = self._text(cell if cell is not None else rest, args.no_interpolate).strip()
         if not prompt:
             raise UsageError("%%gpt: the message is empty; write it in the cell body")
-        params = self.state.config.generation_params(**param_values(args), **(PROBS if args.probs else {}))
+        # --probs asks for each token's logprob and its inspect.token_probs.TOP alternatives (imported here:
+        # gpt_demo.inspect imports torch, and %load_ext must not)
+        from ..inspect.token_probs import TOP
+
+        probs = {"logprobs": True, "top_logprobs": TOP} if args.probs else {}
+        params = self.state.config.generation_params(**param_values(args), **probs)
         engine = self.state.engine(args.model, args.adapter)  # params were validated before any load
+        self.state.last_probs = None  # a new answer: the last one's numbers no longer apply
         conv = self.state.conversation
         if args.new:
             conv.clear()
@@ -136,8 +141,9 @@ class GptMagics(Magics):
             from .probs import TokenProbs
 
             view = TokenProbs.from_logprobs(stream.completion.choices[0].logprobs, "Each token coloured by its "
-                                            "probability under the model (temperature 1); hover for the top 5.")
-            self.state.last_probs = (answer.text, view.tokens)
+                                            f"probability under the model (temperature 1); hover for the top {TOP}.")
+            before = conv.messages[:-1]  # what the model read before the answer (copies)
+            self.state.last_probs = (before, answer.text, self.state.engine_key(args.model, args.adapter), view.tokens)
             display(view)
         return None
 
@@ -181,6 +187,7 @@ class GptMagics(Magics):
             return HelpText(PARSERS["reset"].format_help())
         self.state.conversation.clear()
         self.state.conversation.system = None
+        self.state.last_probs = None
         return Status("New conversation.")
 
     def handle_history(self, line: str):
@@ -234,7 +241,7 @@ class GptMagics(Magics):
         return self._guard("%gpt_probs", self.handle_probs, line)
 
     def handle_probs(self, line: str):
-        from ..inspect.token_probs import answer_tokens
+        from ..inspect.token_probs import TOP, answer_tokens
         from .probs import TokenProbs, last_answer
 
         parser = PARSERS["probs"]
@@ -242,18 +249,19 @@ class GptMagics(Magics):
         if args.help:
             return HelpText(parser.format_help())
         _check_out(args.out)
-        if not 0 <= args.top <= 20:
-            raise UsageError(f"%gpt_probs: top={args.top} is out of range; allowed: 0 <= top <= 20")
+        top = TOP if args.top is None else args.top
+        if not 0 <= top <= 20:
+            raise UsageError(f"%gpt_probs: top={top} is out of range; allowed: 0 <= top <= 20")
         before, answer = last_answer(self.state.conversation.messages)
-        cached = self.state.last_probs
-        if cached is not None and cached[0] == answer and args.top == 5 and args.model is None:
-            tokens, how = cached[1], "as generated"
+        cached = self.state.last_probs  # the same question, answer and model: the numbers as generated
+        if cached is not None and cached[:3] == (before, answer, self.state.engine_key(args.model)) and top == TOP:
+            tokens, how = cached[3], "as generated"
         else:  # read back through the model once: the numbers generation would have reported
             engine = self.state.engine(args.model)
-            tokens, how = answer_tokens(engine.score_answer(before, answer, top=args.top)), "read back"
+            tokens, how = answer_tokens(engine.score_answer(before, answer, top=top)), "read back"
         self._store(args.out, tokens)
         return TokenProbs(tokens, f"The last answer, {how}: each token coloured by its probability under the "
-                                  f"model (temperature 1); hover for the top {args.top}.")
+                                  f"model (temperature 1); hover for the top {top}.")
 
     @no_var_expand
     @line_magic

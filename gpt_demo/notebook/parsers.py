@@ -37,14 +37,14 @@ def chat_parser(prog: str = "%%gpt") -> MagicParser:
     p.add_argument("--new", action="store_true", help="start a new conversation first")
     p.add_argument("--no-interpolate", action="store_true", help="send {name} braces as written")
     p.add_argument("--probs", action="store_true",
-                   help="also show each token coloured by its probability (hover: the top 5 alternatives)")
+                   help="also show each token coloured by its probability (hover: its top alternatives)")
     return p
 
 
 def probs_parser() -> MagicParser:
     p = MagicParser("%gpt_probs", "The last %%gpt answer with each token coloured by its probability; hover a "
                                   "token for the alternatives the model weighed.")
-    p.add_argument("--top", type=int, default=5, help="alternatives per token (0-20, default 5)")
+    p.add_argument("--top", type=int, help="alternatives per token (0-20; default: as many as --probs shows)")
     p.add_argument("--model", help="score with this model (default: the one that chats)")
     _out_name(p)
     return p

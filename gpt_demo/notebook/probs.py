@@ -5,9 +5,10 @@
     %gpt_probs                          # the last answer, read back through the model
     %gpt_probs --out tokens             # tokens[3].alternatives: [(token, prob), ...]
 
-Green tokens were likely, red ones a surprise; hovering (or tapping) a token shows the five
-alternatives the model weighed there. The numbers are the engine's logprobs at temperature 1
-(``inspect.token_probs``); the HTML is self-contained, with no script and no CDN.
+Green tokens were likely, red ones a surprise; hovering (or tapping) a token shows the
+alternatives the model weighed there (``inspect.token_probs.TOP`` of them). The numbers are the
+engine's logprobs at temperature 1 (``inspect.token_probs``); the HTML is self-contained, with no
+script and no CDN.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field
 
 from ..inspect.token_probs import TokenView, answer_tokens, summary, tokens_html, tokens_text
 
-TOP = 5
 # JupyterLab clips an output area's overflow, which would cut a hover table off at the cell's bottom edge;
 # only outputs holding these tokens let it hang over the next cell.
 OVERFLOW = ("<style>.jp-OutputArea:has(.gd-nb-probs),.jp-OutputArea-child:has(.gd-nb-probs),"

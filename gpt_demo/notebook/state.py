@@ -40,7 +40,10 @@ class NotebookState:
         self.config = NotebookConfig()
         self.conversation = Conversation()
         self.session_id = f"notebook-{uuid.uuid4().hex[:12]}"
-        self.last_probs: tuple[str, list] | None = None  # (answer, TokenView rows) of the last %%gpt --probs
+        # (messages before the answer, answer, engine_key, TokenView rows) of the last answer when it was a
+        # %%gpt --probs one; None after any other answer, %gpt reset or --new. %gpt_probs reuses the rows
+        # only when all three match, so the same text answering another question is read back afresh.
+        self.last_probs: tuple[list[dict], str, tuple, list] | None = None
         self.training: dict = {}  # adapter name -> its TrainPanel (one job per adapter directory)
         # The core's engine cache: bounded by GPT_DEMO_MAX_ENGINES (a cell's --model or --adapter loads
         # another model; the least recently used is dropped), with a status line for each load.
@@ -49,6 +52,10 @@ class NotebookState:
     def _key_args(self, model: str | None = None, adapter: str | None = None) -> tuple:
         adapter = adapter if adapter is not None else self.config.adapter
         return model or self.config.model, adapter, self.config.quantize, self.config.device
+
+    def engine_key(self, model: str | None = None, adapter: str | None = None) -> tuple:
+        """(model, adapter, quantize, device) that ``engine(model, adapter)`` loads: what produced an answer."""
+        return self._key_args(model, adapter)
 
     def use_engine(self, engine, model: str | None = None) -> None:
         """Adopt an already loaded ``Engine`` for the current config (or for ``model``); it is never dropped."""

@@ -30,6 +30,18 @@ class ChatPanel(w.VBox):
     The answer is generated on a worker thread, so the Stop click reaches the kernel while it
     streams. ``send(text)`` and ``retry()`` wait for the answer and return it (what code and tests
     use); a click or Enter does not wait.
+
+    Stop ends the answer at its next delta and keeps what came as the assistant turn (the status
+    line says it was stopped; the model never reads a marker). The worker can only look between
+    deltas, so a stream that yields nothing for a while ends when its next delta arrives: with
+    ``best_of`` > 1 the winner is yielded once, at the end, so Stop takes effect only then and
+    keeps the whole answer (the status line says "Stopping..." meanwhile). Stopped before any
+    text came, the message goes back into the input box and the conversation is as before.
+
+    "Show probabilities" colours the answer's tokens (``inspect.token_probs``): an answer
+    generated with it on carries its logprobs; ticking it afterwards reads the last answer back
+    through the model once (``engine.score_answer``; a remote engine says in the status line
+    that it cannot); unticking hides the view.
     """
 
     def __init__(self, engine, params, system: str | None = None):
@@ -43,7 +55,7 @@ class ChatPanel(w.VBox):
         self.retry_button = w.Button(description="Retry", icon="redo")
         self.clear_button = w.Button(description="Clear", icon="trash")
         self.show_probs = w.Checkbox(value=False, description="Show probabilities", indent=False)
-        self.probs = w.HTML()
+        self.probs = w.HTML(layout=w.Layout(display="none"))  # shown while show_probs is ticked
         self.system = w.Text(value=system or "", placeholder="System prompt (optional)", description="System")
         self.temperature = w.FloatSlider(value=params.temperature, min=0.0, max=2.0, step=0.05, description="temperature")
         self.top_p = w.FloatSlider(value=params.top_p, min=0.05, max=1.0, step=0.05, description="top_p")
@@ -53,12 +65,14 @@ class ChatPanel(w.VBox):
         self.answer: str | None = None  # the last complete answer
         self.tokens: list = []  # its TokenView rows when "Show probabilities" was on
         self.snapshots = 0  # transcript updates while the last answer streamed
+        self.stopped = False  # the last answer was cut short by Stop
         self._cancel = threading.Event()
         self._worker: threading.Thread | None = None
         self.send_button.on_click(lambda _: self.send(wait=False))
         self.stop_button.on_click(lambda _: self.stop())
         self.retry_button.on_click(lambda _: self.retry(wait=False))
         self.clear_button.on_click(lambda _: self.clear())
+        self.show_probs.observe(lambda change: self._toggle_probs(change["new"]), names="value")
         controls = w.HBox([self.send_button, self.stop_button, self.retry_button, self.clear_button, self.show_probs])
         sliders = w.Accordion([w.VBox([self.system, self.temperature, self.top_p, self.max_tokens])], titles=("Parameters",))
         super().__init__([self.transcript, self.probs, self.input, controls, sliders, self.status])
@@ -91,22 +105,27 @@ class ChatPanel(w.VBox):
         return self._start(wait)
 
     def stop(self) -> None:
-        """End the streaming answer now; what came so far is kept, marked [stopped]."""
-        self._cancel.set()
+        """End the streaming answer at its next delta; what came so far is kept as the answer."""
+        if self.busy:
+            self._cancel.set()
+            self.status.value = "<small>Stopping...</small>"
 
     def _start(self, wait: bool) -> str | None:
+        from ..inspect.token_probs import TOP
+
         self.status.value = ""
         self.conversation.system = self.system.value.strip() or None
+        probs = {"logprobs": True, "top_logprobs": TOP} if self.show_probs.value else {}
         try:
             params = self.base_params.replace(temperature=self.temperature.value, top_p=self.top_p.value,
-                                              max_tokens=self.max_tokens.value,
-                                              **({"logprobs": True, "top_logprobs": 5} if self.show_probs.value else {}))
+                                              max_tokens=self.max_tokens.value, **probs)
         except ValueError as exc:
             self.conversation.undo()
             _error(self.status, exc)
             return None
         self._cancel.clear()
-        self.answer, self.tokens, self.snapshots = None, [], 0
+        self.answer, self.tokens, self.snapshots, self.stopped = None, [], 0, False
+        self.probs.value = ""  # the previous answer's colours do not belong to this one
         self.send_button.disabled = self.retry_button.disabled = True
         self.stop_button.disabled = False
         self._worker = threading.Thread(target=self._stream, args=(params,), name="gpt-chat-panel", daemon=True)
@@ -136,17 +155,24 @@ class ChatPanel(w.VBox):
                         self.transcript.value = transcript_html(self.conversation.messages, "".join(parts))
                         self.snapshots += 1
                         last = time.monotonic()
-            answer = "".join(parts) + (" [stopped]" if stopped else "")
-            self.conversation.add("assistant", answer)
+            answer = "".join(parts)
+            self.stopped = stopped
+            if stopped and not answer:  # nothing came: as if not sent, the message back in the box
+                self.input.value = self.conversation.undo()["content"]
+                self.status.value = "<small>Stopped before the answer began.</small>"
+                return
+            self.conversation.add("assistant", answer)  # a stopped answer as it stands, with no marker
             self.answer = answer
+            if stopped:
+                self.status.value = "<small>Stopped: the answer so far is kept.</small>"
             completion = stream.completion
-            if self.show_probs.value and completion is not None and completion.choices[0].logprobs:
+            if params.logprobs and completion is not None and completion.choices[0].logprobs:
                 from ..inspect.token_probs import answer_tokens, tokens_html
 
                 self.tokens = answer_tokens(completion.choices[0].logprobs)
                 self.probs.value = tokens_html(self.tokens)
-            else:
-                self.probs.value = ""
+            elif self.show_probs.value and not params.logprobs:  # ticked while it streamed
+                self.read_back()
         except Exception as exc:  # noqa: BLE001 - shown in the panel as one line
             if self.conversation.turns and self.conversation.turns[-1]["role"] == "user":
                 self.conversation.undo()
@@ -156,13 +182,35 @@ class ChatPanel(w.VBox):
             self.send_button.disabled = self.retry_button.disabled = False
             self.stop_button.disabled = True
 
+    def _toggle_probs(self, on: bool) -> None:
+        """The checkbox: on shows the last answer's tokens (read back when it was written without them)."""
+        self.probs.layout.display = None if on else "none"
+        if on and self.answer and not self.tokens and not self.busy:  # busy: the answer in flight decides
+            self.read_back()
+
+    def read_back(self) -> list:
+        """The last answer's tokens, scored once through the model; errors go to the status line."""
+        from ..inspect.token_probs import TOP, answer_tokens, tokens_html
+        from ..models.quiet import quiet_libraries
+        from .probs import last_answer
+
+        try:
+            before, answer = last_answer(self.conversation.messages)
+            with quiet_libraries():
+                self.tokens = answer_tokens(self.engine.score_answer(before, answer, top=TOP))
+        except ValueError as exc:  # CapabilityMissing (a remote engine) is a ValueError too
+            _error(self.status, exc)
+            return []
+        self.probs.value = tokens_html(self.tokens)
+        return self.tokens
+
     def clear(self) -> None:
         if self.busy:
             self.stop()
             self._worker.join()
         self.conversation.clear()
         self.status.value = self.probs.value = ""
-        self.answer, self.tokens = None, []
+        self.answer, self.tokens, self.stopped = None, [], False
         self.transcript.value = transcript_html([])
 
 

@@ -53,7 +53,7 @@ def build_app(engine, *, store=None, settings=None, serve: ServeConfig | None = 
         gr.Markdown(_header(engine, engines if _train_tab() is not None else None))
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
-                chat.build(engine, state, serve.concurrency, pool=engines)
+                chat.build(engine, state, serve.concurrency, pool=engines, jobs=serve.jobs)
             with gr.Tab("Rank", id="rank"):
                 loads += rank.build(engine, store, state, serve.concurrency, access=access, pool=engines,
                                     jobs=serve.jobs)["load"]

@@ -11,7 +11,7 @@ from functools import partial
 from ..generation.params import CHAT_DEFAULTS
 from . import probs
 from .params_panel import panel, to_params
-from .queues import generate_queue
+from .queues import generate_queue, model_queue
 from .render import chat_messages, error_text
 from .session import WebSession, ensure
 
@@ -72,7 +72,7 @@ def stream_reply(engine, session: WebSession | None, mode: str, *param_values, p
     from .pickers import engine_for
 
     from ..api import Streamed
-    from .probs import logprob_params, remember
+    from .probs import WITHHELD, logprob_params, remember_generated
 
     session = ensure(session)
     try:
@@ -105,9 +105,9 @@ def stream_reply(engine, session: WebSession | None, mode: str, *param_values, p
         decision = gate(answer, "block", role="assistant")
         if not decision.allowed:
             notes.append(decision.message or "The answer was blocked by moderation.")
-            answer = "*[answer withheld by moderation]*"
+            answer = WITHHELD
         else:
-            remember(session, "chat", engine, history, answer, completion.choices[0], label)
+            remember_generated(session, "chat", engine, history, answer, completion.choices[0], label, rendered)
         conv.add("assistant", answer)
         session.note = " ".join(notes)
         yield session, chat_messages(conv), session.note
@@ -130,7 +130,7 @@ def stream_reply(engine, session: WebSession | None, mode: str, *param_values, p
         conv.turns.pop()
         raise gr.Error(str(exc), print_exception=False) from None
     choice = stream.completion.choices[0] if stream.completion is not None else None
-    remember(session, "chat", engine, history, turn["content"], choice, label)
+    remember_generated(session, "chat", engine, history, turn["content"], choice, label, rendered)
     if mode == "warn":
         from ..api import gate
 
@@ -147,6 +147,7 @@ def retry(session: WebSession | None):
     turns = session.conversation.turns
     if turns and turns[-1]["role"] == "assistant":
         turns.pop()
+    probs.forget(session)
     return session, chat_messages(session.conversation)
 
 
@@ -159,6 +160,7 @@ def undo(session: WebSession | None):
         turns.pop()
     if turns and turns[-1]["role"] == "user":
         last_user = turns.pop()["content"]
+    probs.forget(session)
     session.note = ""
     return session, chat_messages(session.conversation), last_user, ""
 
@@ -166,6 +168,7 @@ def undo(session: WebSession | None):
 def clear(session: WebSession | None):
     session = ensure(session)
     session.conversation.clear()
+    probs.forget(session)
     session.note = ""
     return session, [], ""
 
@@ -176,7 +179,7 @@ def set_system(session: WebSession | None, text: str):
     return session
 
 
-def build(engine, state, concurrency: int, pool=None) -> None:
+def build(engine, state, concurrency: int, pool=None, jobs: int = 2) -> None:
     """The tab's components and events, inside the current ``gr.Tab``; replies join the model queue.
 
     With ``pool`` (the app's ``EngineCache``) a Model picker offers the base, its adapters and the
@@ -220,7 +223,7 @@ def build(engine, state, concurrency: int, pool=None) -> None:
     add = partial(add_user, limits=limits)
     show = partial(probs.probs_view, engine, key="chat", pool=pool)
     show_args = dict(fn=lambda s, on: show(s, show=on), inputs=[state, show_probs], outputs=[state, probs_box],
-                     api_name=False, show_progress="hidden")
+                     api_name=False, show_progress="hidden", **model_queue(jobs))  # a read-back runs the model
     events = []
     for trigger in (message.submit, send.click):
         ev = trigger(add, [state, message, mode, *params], [state, chatbot, message, note],

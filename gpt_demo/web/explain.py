@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from ..inspect.attention_view import show_token  # noqa: F401 (the tab's, and web.probs')
 from .queues import model_queue
 from .render import error_text
 from .values import as_float, as_int, optional_int
@@ -17,9 +18,6 @@ DEFAULT_TEXT = "The best thing about AI is its ability to"
 ATTENTION_EXAMPLE = "The animal didn't cross the street because it was too tired"
 
 
-def show_token(token: str) -> str:
-    """Make whitespace visible: ' Paris' -> '␣Paris', '\\n' -> '↵'."""
-    return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
 
 
 def clip_note(clipped: int, engine) -> str:
@@ -161,7 +159,7 @@ def build(engine, state, jobs: int = 2, pool=None) -> dict:
     with gr.Tabs() as inner:
         with gr.Tab("Next token", id="next-token"):
             explain_note = gr.Markdown("", elem_id="explain-model-note")
-            picker(pool, engine, state, "explain", explain_note)
+            explain_picker = picker(pool, engine, state, "explain", explain_note)
             text = gr.Textbox(DEFAULT_TEXT, label="Text (raw, no chat template)", lines=2, elem_id="explain-text",
                               max_length=max_chars)
             with gr.Row():
@@ -204,7 +202,7 @@ def build(engine, state, jobs: int = 2, pool=None) -> dict:
         trigger(attn, [a_text, layer, head, token], [heatmap, reading], api_name=False, **queue)
     find.click(partial(find_heads, engine), [a_text, token, target], [heads], api_name="attention_heads", **queue)
     next_token = {"text": text, "table": table, "chart": chart, "choice": choice, "status": status,
-                  "temperature": temperature, "top_k": top_k, "tabs": inner, "jobs": jobs}
+                  "temperature": temperature, "top_k": top_k, "tabs": inner, "jobs": jobs, "picker": explain_picker}
     return {"next_token": next_token,  # web.probs writes here when a token of an answer is clicked
             "load": [(show, [state, text, temperature, top_k], outs, queue),
                      (attn, [a_text, layer, head, token], [heatmap, reading], queue)]}

@@ -15,13 +15,16 @@ API client can do what the click does.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .render import error_text
 from .session import WebSession, ensure
 
+WITHHELD = "*[answer withheld by moderation]*"  # what Chat shows in block mode instead of a flagged answer
+
 PICK_ID = "probs-pick"
-TOP = 5
+PICK = re.compile(r"(chat|rank-\d):(\d{1,5})(:\d{1,20})?")  # what the click handler writes
 # A token click writes "<view>:<token>:<time>" into the hidden box (the time makes a second click on
 # the same token a change too) and sends the input event gradio listens for.
 JS_ON_LOAD = """
@@ -47,9 +50,15 @@ class AnswerProbs:
     label: str | None  # the picker label of the model that wrote it (None: the base)
     prompt_text: str  # the chat template's text before the answer ("" for a remote: its template is not here)
 
+    def shows(self, messages, answer: str, label: str | None) -> bool:
+        """Whether these are the numbers of ``answer`` to ``messages`` by ``label`` (what is on screen)."""
+        return self.answer.strip() == answer.strip() and self.messages == list(messages) and self.label == label
+
 
 def logprob_params(engine, params):
     """``params`` asking for each token's log-probability and top 5, where the engine can give them."""
+    from ..inspect.token_probs import TOP
+
     caps = engine.capabilities
     if not caps.logprobs:
         return params
@@ -57,9 +66,8 @@ def logprob_params(engine, params):
 
 
 def _tokens(engine, messages, answer: str, choice=None):
-    from ..inspect.token_probs import answer_tokens
-
     from ..backends import CapabilityMissing
+    from ..inspect.token_probs import TOP, answer_tokens
 
     if choice is not None and choice.logprobs and choice.text.strip() == answer.strip():
         return answer_tokens(choice.logprobs)
@@ -68,20 +76,39 @@ def _tokens(engine, messages, answer: str, choice=None):
     return answer_tokens(engine.score_answer(messages, answer, top=TOP))
 
 
-def remember(session: WebSession, key: str, engine, messages, answer: str, choice=None, label=None) -> None:
-    """Keep ``answer``'s tokens for the view ``key`` ("chat", "rank-0", ...); nothing when there are none."""
-    from ..backends import CapabilityMissing
+def remember(session: WebSession, key: str, engine, messages, answer: str, choice=None, label=None,
+             prompt_text: str | None = None) -> AnswerProbs:
+    """Keep ``answer``'s tokens for the view ``key`` ("chat", "rank-0", ...) and return them.
 
+    ``prompt_text``: what the model read before the answer, as generated (default: the chat
+    template of ``messages`` now). Raises ValueError (a remote's CapabilityMissing among them)
+    when there are no numbers to show; the view then says why.
+    """
     session.probs.pop(key, None)
     if not answer.strip():
-        return
+        raise ValueError("the answer is empty: there are no tokens to look into")
+    tokens = _tokens(engine, messages, answer, choice)
+    if prompt_text is None:
+        local = getattr(engine, "loaded", None) is not None
+        prompt_text = engine.prompt_text(messages) if local else ""
+    held = session.probs[key] = AnswerProbs(answer, list(messages), tokens, label, prompt_text)
+    return held
+
+
+def remember_generated(session, key, engine, messages, answer, choice, label, rendered=None) -> None:
+    """``remember`` right after generation; a failure only means the view reads the answer back later."""
     try:
-        tokens = _tokens(engine, messages, answer, choice)
-    except (ValueError, CapabilityMissing):  # no logprobs from this remote: the view says so when asked
-        return
-    local = getattr(engine, "loaded", None) is not None
-    prompt_text = engine.prompt_text(messages) if local else ""
-    session.probs[key] = AnswerProbs(answer, list(messages), tokens, label, prompt_text)
+        prompt_text = None
+        if rendered is not None and getattr(engine, "loaded", None) is not None:
+            prompt_text = engine.tokenizer.decode(rendered.ids, skip_special_tokens=False)  # prefill included
+        remember(session, key, engine, messages, answer, choice, label, prompt_text)
+    except ValueError:
+        pass
+
+
+def forget(session: WebSession, key: str = "chat") -> None:
+    """The answer of view ``key`` left the screen (Undo, Retry, Clear): its numbers go with it."""
+    session.probs.pop(key, None)
 
 
 def _chat_answer(session: WebSession) -> tuple[list, str] | None:
@@ -100,7 +127,6 @@ def probs_view(engine, session: WebSession | None, key: str, show, answer: str |
     """
     import gradio as gr
 
-    from ..backends import CapabilityMissing
     from ..inspect.token_probs import tokens_html
     from .pickers import engine_for
 
@@ -113,21 +139,19 @@ def probs_view(engine, session: WebSession | None, key: str, show, answer: str |
         if found is None:
             return session, gr.update(value=_note("No answer yet: send a message."), visible=True)
         messages, answer = found
+        if answer == WITHHELD:
+            return session, gr.update(value=_note("The answer was withheld by moderation."), visible=True)
     else:
         if not (answer or "").strip():
             return session, gr.update(value=_note("No answer in this box."), visible=True)
         messages = [{"role": "user", "content": prompt if prompt is not None else session.rank_prompt}]
+    label = session.models.get(tab)
     held = session.probs.get(key)
-    if held is None or held.answer.strip() != answer.strip():
+    if held is None or not held.shows(messages, answer, label):
         try:
-            chosen = engine_for(pool, engine, session, tab)
-            remember(session, key, chosen, messages, answer, label=session.models.get(tab))
-            held = session.probs.get(key)
-        except (ValueError, RuntimeError, OSError) as exc:
-            return session, gr.update(value=_note(error_text(exc)), visible=True)
-        if held is None:
-            why = CapabilityMissing(getattr(chosen, "backend", "remote"), "logprobs")
-            return session, gr.update(value=_note(f"{why}."), visible=True)
+            held = remember(session, key, engine_for(pool, engine, session, tab), messages, answer, label=label)
+        except (ValueError, RuntimeError, OSError) as exc:  # the real reason: a limit, a remote, a load
+            return session, gr.update(value=_note(f"{error_text(exc)}."), visible=True)
     hint = "<div class='gd-probs-legend'>Click a token to open the Explain tab's next-token table there.</div>"
     return session, gr.update(value=tokens_html(held.tokens, dom_id=f"probs-{key}") + hint, visible=True)
 
@@ -140,19 +164,18 @@ def _note(text: str) -> str:
 
 def parse_pick(pick: str) -> tuple[str, int]:
     """ "rank-2:5:1712345" -> ("rank-2", 5); what the click handler writes, checked here on the server."""
-    parts = str(pick or "").split(":")
-    if len(parts) < 2 or not parts[1].isdigit() or len(str(pick)) > 64:
-        raise ValueError(f"token={pick!r} is not allowed; click a token of an answer with Show probabilities on")
-    key = parts[0]
-    if key != "chat" and not (key.startswith("rank-") and key[5:].isdigit()):
-        raise ValueError(f"token={pick!r} names no answer; allowed: chat or rank-N")
-    return key, int(parts[1])
+    m = PICK.fullmatch(str(pick or ""))
+    if m is None:
+        raise ValueError(f"token={str(pick)[:80]!r} is not allowed; allowed: chat:N or rank-K:N (click a token of "
+                         "an answer with Show probabilities on)")
+    return m.group(1), int(m.group(2))
 
 
 def explain_token(engine, session: WebSession | None, pick: str, temperature, top_k, pool=None):
     """The click: Explain's next-token table at the clicked token, for the model that wrote the answer.
 
-    Returns (Explain text, session, table, chart, choice box, status, outer tabs, Explain's inner tabs).
+    Returns (Explain text, session, table, chart, choice box, status, outer tabs, Explain's inner tabs,
+    Explain's model picker).
     """
     import gradio as gr
 
@@ -172,7 +195,7 @@ def explain_token(engine, session: WebSession | None, pick: str, temperature, to
         if not text:
             raise ValueError("the first token of a remote answer has no text before it here; click a later one")
         df, choices, clipped = distribution_table(chosen, text, temperature, top_k)
-    except ValueError as exc:
+    except (ValueError, RuntimeError, OSError) as exc:  # a bad pick, a remote's error, an adapter that won't load
         raise gr.Error(error_text(exc), print_exception=False) from None
     session.explain_text = text
     session.models["explain"] = held.label  # the table and Step follow the model that wrote the answer
@@ -187,7 +210,7 @@ def explain_token(engine, session: WebSession | None, pick: str, temperature, to
         status += f" The first {clipped} tokens did not fit the context window."
     return (text, session, df.drop(columns=["token_id"]), df[["token", "probability"]],
             gr.update(choices=choices, value=None), status, gr.Tabs(selected="explain"),
-            gr.Tabs(selected="next-token"))
+            gr.Tabs(selected="next-token"), gr.update(value=held.label or engine.model_name))
 
 
 def view(key: str):
@@ -207,6 +230,6 @@ def wire(engine, state, explain: dict, tabs, pool=None) -> None:
 
     pick = gr.Textbox("", visible="hidden", elem_id=PICK_ID, max_length=64)
     outs = [explain["text"], state, explain["table"], explain["chart"], explain["choice"], explain["status"],
-            tabs, explain["tabs"]]
+            tabs, explain["tabs"], explain["picker"] or gr.State()]
     pick.change(partial(explain_token, engine, pool=pool), [state, pick, explain["temperature"], explain["top_k"]],
                 outs, api_name="explain_token", show_progress="hidden", **model_queue(explain["jobs"]))

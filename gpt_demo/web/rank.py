@@ -93,7 +93,7 @@ def generate_candidates(engine, session: WebSession | None, prompt: str, k, *par
 
     from .pickers import engine_for, stored_as
 
-    from .probs import logprob_params, remember
+    from .probs import logprob_params, remember_generated
 
     session = ensure(session)
     try:
@@ -106,8 +106,8 @@ def generate_candidates(engine, session: WebSession | None, prompt: str, k, *par
     answers = [c.text.strip() for c in choices]
     for i in range(MAX_K):
         if i < k:
-            remember(session, f"rank-{i}", chosen, [{"role": "user", "content": prompt}], answers[i], choices[i],
-                     session.models.get("rank"))
+            remember_generated(session, f"rank-{i}", chosen, [{"role": "user", "content": prompt}], answers[i],
+                               choices[i], session.models.get("rank"))
         else:
             session.probs.pop(f"rank-{i}", None)
     session.rank_prompt, session.rank_answers, session.rank_params = prompt, tuple(answers), params.to_dict()
@@ -279,8 +279,9 @@ def build(engine, store, state, concurrency: int, access=None, pool=None, jobs: 
                       outputs=[state, *views], api_name=False, show_progress="hidden", **model_queue(jobs))
     generate.click(partial(generate_candidates, engine, pool=pool), [state, prompt, k, *params],
                    [state, *boxes, *ranks, status], api_name="rank_generate", **gen).then(**views_args)
-    k.change(lambda kk: [gr.update(visible=i < int(kk)) for i in range(MAX_K)] * 3, [k], [*boxes, *ranks, *shows],
-             api_name=False, show_progress="hidden")
+    k.change(lambda kk: [gr.update(visible=i < int(kk)) for i in range(MAX_K)] * 3
+             + [gr.update() if i < int(kk) else gr.update(visible=False) for i in range(MAX_K)],
+             [k], [*boxes, *ranks, *shows, *views], api_name=False, show_progress="hidden")
     for i, show in enumerate(shows):  # a toggle, or an edited answer (read back through the model)
         show.change(**{**views_args, "api_name": "rank_probs" if i == 0 else False})
         boxes[i].blur(**views_args)
