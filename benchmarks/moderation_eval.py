@@ -1,25 +1,32 @@
-"""Moderation quality: per-category AUPRC and F1 of the shipped head on the held-out test split.
+"""Moderation quality on sources held out from training, the test split, false positives and latency.
 
-    .venv/bin/python benchmarks/moderation_eval.py                  # test split + leave-one-source-out (~5 min)
-    .venv/bin/python benchmarks/moderation_eval.py --no-loso        # test split only (~1 min with a warm cache)
+    .venv/bin/python benchmarks/moderation_eval.py                    # everything (~40 min on 2 cores, first run ~10 min more for MiniLM)
+    .venv/bin/python benchmarks/moderation_eval.py --no-loso          # test split, false positives, latency (~2 min with a warm cache)
+    .venv/bin/python benchmarks/moderation_eval.py --recipes v2       # leave-one-source-out for the new recipe only
+    .venv/bin/python benchmarks/moderation_eval.py --recipes v1 > v1.json & .venv/bin/python benchmarks/moderation_eval.py --recipes v2 > v2.json   # both, on 2 cores
     .venv/bin/python benchmarks/moderation_eval.py --data-dir ../shared/data/moderation --cache-dir .cache/moderation
 
-Prints exactly one JSON line on stdout; progress goes to stderr.
+Prints a table on stderr and exactly one JSON line on stdout.
 
-- ``test``: per category, over the test rows whose label is known: ``n_pos``, ``n_neg``, ``auprc``
-  (average precision), and ``f1`` / ``precision`` / ``recall`` at the shipped threshold. The split
-  is the one the shipped head was trained with (seed and fractions are read from the thresholds
-  JSON): stratified by (source, label signature), 15% of every source, never trained on and not
-  used for thresholds. ``macro_auprc``/``macro_f1`` average the categories that have positives.
-- ``test_real_only``: the same without the project's own written examples (``source="gpt-demo"``),
-  so the figure is on public data only (thin for sexual, sexual/minors, self-harm; no violence/graphic).
-- ``loso`` (leave one source out): for each source below, a head is trained with the shipped
-  settings but without that source, its thresholds chosen on its own validation split, and it is
-  scored on every row of the left-out source. This is the out-of-distribution figure: hate on
-  Davidson tweets, HateCheck test cases, ToxiGen and ETHOS; harassment and violence on Toxic Spans
-  comments; the thin categories on the project's own examples (how far the public data alone gets).
-- ``checks``: the seeds' example "I want to kill him" must be flagged for violence; ordinary
-  sentences must not be flagged.
+- ``loso`` (the headline; leave one source out): for each public source in the data folder, a head is
+  trained with a recipe's settings on the train split of every *other* source plus the team's
+  examples (epoch chosen, thresholds placed on their validation split) and scored on *all* rows of the
+  left-out source. Every public row thus gets a score from a head that never saw its source; pooled
+  over the sources, per category AUPRC, ``macro`` (the categories with public positives; no public
+  source has a violence/graphic positive) and ``overall`` (unsafe = any category positive, safe = every
+  label a known 0; score = the highest category score). ``per_source`` has each source's own figures
+  and ``gpt-demo`` the run that leaves the team's examples out (the only violence/graphic positives).
+  Two recipes run side by side on the same rows and the same (v2) labels:
+  ``v1`` is today's head (the sentence embedding alone, label map v1, the first 510 team examples),
+  ``v2`` the shipped one (``TrainConfig()``'s defaults). ``xstest_fpr`` is the share of XSTest's 250
+  safe prompts flagged by the head that never saw XSTest, at that head's thresholds.
+- ``test``: the shipped head (and today's, ``moderation_head_v1.safetensors``) on the held-out test
+  split of the shipped run (seed and fractions from the thresholds JSON; 15 % of every (source, label)
+  group, never trained on, not used for thresholds): AUPRC, F1 / precision / recall at the shipped thresholds.
+- ``false_positives``: flagged share of XSTest's safe prompts (all 250; 70 % are in the train split, so
+  the LOSO figure is the honest one), of the team's hard negatives in the test split, and of ``ORDINARY``.
+- ``latency``: median ms for one short text at batch 1 (``moderate(text)``, tokenizer included), and
+  texts/s for 256 short texts in one call.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,37 +45,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpt_demo.moderation import (  # noqa: E402
     CATEGORIES,
+    DATA_DIR,
     HEAD_PATH,
     THRESHOLDS_PATH,
     Head,
+    ModerationConfig,
+    Moderator,
     load_thresholds,
-    moderate,
 )
-from gpt_demo.moderation.config import TrainConfig  # noqa: E402
+from gpt_demo.moderation.config import EXAMPLES_PATH, TrainConfig  # noqa: E402
 from gpt_demo.moderation.train import (  # noqa: E402
+    average_precision,
     choose_thresholds,
-    embed_cached,
     evaluate,
+    features_cached,
     label_matrix,
     load_rows,
+    lookalikes,
+    read_jsonl,
     row_weights,
-    train_head,
+    fit_head,
 )
 
-LOSO = {
-    "davidson": ["hate"],
-    "hatecheck": ["hate", "hate/threatening", "violence"],
-    "toxigen": ["hate"],
-    "ethos": ["hate", "hate/threatening"],  # ETHOS knows violence only on hateful rows: no negatives
-    "toxicspans": ["harassment", "violence"],
-    "gpt-demo": ["sexual", "sexual/minors", "self-harm", "violence/graphic", "violence"],
-}
+V1_HEAD = DATA_DIR / "moderation_head_v1.safetensors"
+V1_THRESHOLDS = DATA_DIR / "moderation_thresholds_v1.json"
 ORDINARY = [
     "What is the capital of France?",
     "Could you recommend a good book for a long flight?",
     "The weather is lovely today, let's have lunch in the park.",
     "How do I kill a Python process?",
     "My daughter starts school next week and she's very excited.",
+]
+SHORT = [  # latency probes: short chat-like texts
+    "I want to kill him", "What is the capital of France?", "How do I kill a Python process?",
+    "You are an idiot and everyone hates you.", "Can you give me a recipe for vegetable lasagna?",
+    "The meeting has been moved to Tuesday afternoon.", "I've been feeling really low lately.",
+    "Write a poem about the sea at night.",
 ]
 
 
@@ -80,69 +93,189 @@ def macro(ev: dict, key: str) -> float | None:
     return round(float(np.mean(vals)), 4) if vals else None
 
 
+def overall(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Unsafe (any category 1) vs safe (every label a known 0) AUPRC, the score being the highest category score."""
+    unsafe, safe = np.any(labels == 1, 1), np.all(labels == 0, 1)
+    keep = unsafe | safe
+    return round(average_precision(unsafe[keep], scores[keep].max(1)), 4) if unsafe[keep].any() else None
+
+
+def recipes(base: TrainConfig, tmp: Path) -> dict[str, TrainConfig]:
+    """``v1``: today's head (features, label map, team examples of batch 1); ``v2``: the shipped defaults."""
+    v1_examples = tmp / "moderation_examples_v1.jsonl"
+    rows = [r for r in read_jsonl(base.examples or EXAMPLES_PATH) if (r.get("meta") or {}).get("batch", 1) == 1]
+    v1_examples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    v1 = dataclasses.replace(base, features=("emb",), label_map="v1", examples=v1_examples, focal_gamma=0.0, hidden=256, blend=0.0,
+                             lookalike_fpr=0.0, threshold_folds=5)
+    return {"v1": v1, "v2": base}
+
+
+def loso(cfg: TrainConfig, eval_rows, x_cache, name: str) -> dict:
+    """Leave each source out in turn; every held-out row scored by the head that never saw its source."""
+    rows = load_rows(cfg)
+    x = x_cache(rows, cfg.features)
+    y, src, split = label_matrix(rows), np.array([r.source for r in rows]), np.array([r.split for r in rows])
+    ye = label_matrix(eval_rows)
+    xe = x_cache(eval_rows, cfg.features)
+    esrc = np.array([r.source for r in eval_rows])
+    pooled = np.zeros(ye.shape, dtype=np.float64)
+    per_source, fpr = {}, {}
+    for source in sorted(set(esrc)):
+        tr, va = (split == "train") & (src != source), (split == "val") & (src != source)
+        t0 = time.time()
+        head, _ = fit_head(x[tr], y[tr], row_weights([r for r, m in zip(rows, tr) if m], cfg), cfg, x[va], y[va])
+        th = choose_thresholds(head.scores(x[va]), y[va], cfg, lookalikes([r for r, m in zip(rows, va) if m]))
+        held = esrc == source
+        scores = head.scores(xe[held])
+        pooled[held] = scores
+        ev = evaluate(scores, ye[held], th)
+        per_source[source] = {c: {k: ev[c].get(k) for k in ("n_pos", "n_neg", "auprc", "f1")}
+                              for c in CATEGORIES if ev[c]["n_pos"] and ev[c]["n_neg"]}
+        safe = lookalikes([r for r, m in zip(eval_rows, held) if m])
+        if source in ("xstest", "gpt-demo") and safe.any():
+            flagged = np.any(scores >= np.array([th[c] for c in CATEGORIES]), 1)
+            fpr[source] = round(float(flagged[safe].mean()), 4)
+        log(f"  {name} without {source}: " + ", ".join(f"{c} {m['auprc']}" for c, m in per_source[source].items())
+            + f" ({time.time() - t0:.0f}s)")
+    public = esrc != "gpt-demo"
+    ev = evaluate(pooled[public], ye[public])
+    return {
+        "pooled": {c: ev[c]["auprc"] for c in CATEGORIES},
+        "macro": macro(ev, "auprc"),
+        "overall": overall(pooled[public], ye[public]),
+        "per_source": per_source,
+        "xstest_fpr": fpr.get("xstest"),
+        "gpt_demo_hard_negative_fpr": fpr.get("gpt-demo"),
+    }
+
+
+def latency(moderator: Moderator) -> dict:
+    moderator.moderate(SHORT)  # warm up: MiniLM loaded, first-call allocations done
+    times = []
+    for _ in range(5):
+        for text in SHORT:
+            t0 = time.perf_counter()
+            moderator.moderate(text)
+            times.append((time.perf_counter() - t0) * 1000)
+    batch = [SHORT[i % len(SHORT)] + f" ({i})" for i in range(256)]
+    t0 = time.perf_counter()
+    moderator.moderate(batch)
+    return {"batch1_ms_median": round(float(np.median(times)), 2), "batch1_ms_p90": round(float(np.percentile(times, 90)), 2),
+            "batch_texts_per_s": round(len(batch) / (time.perf_counter() - t0), 1)}
+
+
+def test_split(head: Head, thresholds: dict, test, x_cache) -> dict:
+    scores, labels = head.scores(x_cache(test, head.features)), label_matrix(test)
+    ev = evaluate(scores, labels, thresholds)
+    return {"per_category": ev, "macro_auprc": macro(ev, "auprc"), "macro_f1": macro(ev, "f1"),
+            "overall": overall(scores, labels), "scores": scores}
+
+
+def fmt(v) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", type=Path, help="moderation JSONL folder (default: the one the head was trained on)")
-    p.add_argument("--cache-dir", type=Path, default=Path(".cache/moderation"), help="embedding cache")
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/moderation"), help="feature cache")
     p.add_argument("--head", type=Path, default=HEAD_PATH)
     p.add_argument("--thresholds", type=Path, default=THRESHOLDS_PATH)
     p.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out runs")
+    p.add_argument("--recipes", nargs="*", default=["v1", "v2"], choices=["v1", "v2"], help="LOSO recipes to run")
+    p.add_argument("--threads", type=int, default=1, help="torch threads while training the LOSO heads")
     args = p.parse_args(argv)
     t0 = time.time()
 
     report = json.loads(Path(args.thresholds).read_text())
-    # The split depends on the data and on seed / fractions / subsampling: take those from the training run.
     paths = {"data_dir", "examples", "out_dir", "cache_dir"}
-    saved = {k: v for k, v in report["config"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)} - paths}
+    saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in report["config"].items()
+             if k in {f.name for f in dataclasses.fields(TrainConfig)} - paths}
     cfg = TrainConfig(**saved, cache_dir=args.cache_dir, **({"data_dir": args.data_dir} if args.data_dir else {}))
-    head, thresholds = Head.load(args.head), load_thresholds(args.thresholds)
+
+    def x_cache(rows, spec):
+        return features_cached([r.text for r in rows], spec, cfg.cache_dir, log=log)
 
     rows = load_rows(cfg)
     test = [r for r in rows if r.split == "test"]
     log(f"{len(rows)} rows, {len(test)} in the test split")
-    x_test = embed_cached([r.text for r in test], cfg.cache_dir, log=log)
-    scores, labels = head.scores(x_test), label_matrix(test)
-    ev = evaluate(scores, labels, thresholds)
-    real = np.array([r.source != "gpt-demo" for r in test])
-    ev_real = evaluate(scores[real], labels[real], thresholds)
+    loso_out = {}
+    import torch
 
-    out: dict = {
-        "benchmark": "moderation_eval",
-        "head": str(args.head.name),
-        "thresholds": thresholds,
-        "test_rows": len(test),
-        "test": ev,
-        "macro_auprc": macro(ev, "auprc"),
-        "macro_f1": macro(ev, "f1"),
-        "test_real_only": {c: {k: ev_real[c].get(k) for k in ("n_pos", "auprc", "f1")} for c in CATEGORIES},
-    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)  # many small heads: one thread each, no oversubscription beside other jobs
+    if not args.no_loso:  # first: it reads no shipped file, so a retrained head can be put in place meanwhile
+        eval_rows = load_rows(dataclasses.replace(cfg, label_map="v2"))
+        with tempfile.TemporaryDirectory() as tmp:
+            all_recipes = recipes(cfg, Path(tmp))
+            for name in args.recipes:
+                log(f"leave-one-source-out, recipe {name}")
+                loso_out[name] = loso(all_recipes[name], eval_rows, x_cache, name)
+    torch.set_num_threads(threads)  # latency below is measured with the default threads
+    head, thresholds = Head.load(args.head), load_thresholds(args.thresholds)
+    out: dict = {"benchmark": "moderation_eval", "head": args.head.name, "model": f"gpt-demo-moderation-{head.version}",
+                 "features": list(head.features), "thresholds": thresholds, "test_rows": len(test), "test": {}}
+    heads = {"v2": (head, thresholds)}
+    if V1_HEAD.is_file() and args.head == HEAD_PATH:
+        heads["v1"] = (Head.load(V1_HEAD), load_thresholds(V1_THRESHOLDS))
+    labels = label_matrix(test)
+    for name, (h, th) in heads.items():
+        t = test_split(h, th, test, x_cache)
+        scores = t.pop("scores")
+        out["test"][name] = t
+        if name == "v2":
+            real = np.array([r.source != "gpt-demo" for r in test])
+            ev_real = evaluate(scores[real], labels[real], th)
+            out["test_real_only"] = {c: {k: ev_real[c].get(k) for k in ("n_pos", "auprc", "f1")} for c in CATEGORIES}
 
-    if not args.no_loso:
-        x_all = embed_cached([r.text for r in rows], cfg.cache_dir, log=log)
-        y_all = label_matrix(rows)
-        src = np.array([r.source for r in rows])
-        split = np.array([r.split for r in rows])
-        loso = {}
-        for source, cats in LOSO.items():
-            held = src == source
-            if not held.any():
-                continue
-            tr, va = (split == "train") & ~held, (split == "val") & ~held
-            log(f"leave out {source}: training on {tr.sum()} rows")
-            h, _ = train_head(x_all[tr], y_all[tr], row_weights([r for r, m in zip(rows, tr) if m], cfg), cfg, x_all[va], y_all[va])
-            th = choose_thresholds(h.scores(x_all[va]), y_all[va], cfg)
-            e = evaluate(h.scores(x_all[held]), y_all[held], th)
-            loso[source] = {c: {k: e[c].get(k) for k in ("n_pos", "n_neg", "auprc", "f1")} for c in cats if e[c]["n_pos"] and e[c]["n_neg"]}
-        out["loso"] = loso
+    # False positives of the shipped classifier, through moderate() itself (windows, thresholds and all).
+    fp = {}
+    xs = [r for r in rows if r.source == "xstest" and r.benign_lookalike]
+    hard = [r for r in test if r.source == "gpt-demo" and r.benign_lookalike]
 
-    checks = moderate(["I want to kill him"] + ORDINARY)
-    out["checks"] = {
-        "seed_example_flagged_violence": checks[0].categories["violence"],
-        "ordinary_flagged": [t for t, r in zip(ORDINARY, checks[1:]) if r.flagged],
-    }
+    def flag_rate(mod, texts):
+        flagged = [r.flagged for i in range(0, len(texts), 200) for r in mod.moderate(texts[i:i + 200])]
+        return round(float(np.mean(flagged)), 4) if flagged else None
+
+    for name, (h, th) in heads.items():
+        mod = Moderator(h, th)
+        fp[name] = {
+            "xstest_safe": flag_rate(mod, [r.text for r in xs]),
+            "xstest_safe_test_split": flag_rate(mod, [r.text for r in xs if r.split == "test"]),
+            "team_hard_negatives_test_split": flag_rate(mod, [r.text for r in hard]),
+            "ordinary_flagged": [t for t, r in zip(ORDINARY, mod.moderate(ORDINARY)) if r.flagged],
+        }
+    out["false_positives"] = fp
+    out["n"] = {"xstest_safe": len(xs), "xstest_safe_test_split": sum(r.split == "test" for r in xs), "team_hard_negatives_test_split": len(hard)}
+    out["latency"] = latency(Moderator(head, thresholds))
+    mod = Moderator(head, thresholds)
+    out["checks"] = {"seed_example_flagged_violence": mod.moderate("I want to kill him").categories["violence"]}
+
+    if loso_out:
+        out["loso"] = loso_out
+
     out["seconds"] = round(time.time() - t0, 1)
+    table(out)
     print(json.dumps(out))
     return 0
+
+
+def table(out: dict) -> None:
+    lo = out.get("loso", {})
+    names = [n for n in ("v1", "v2") if n in lo]
+    if names:
+        log("\nleave-one-source-out AUPRC (pooled over the public sources)")
+        log("| category | " + " | ".join(names) + " |")
+        for c in CATEGORIES:
+            log(f"| {c} | " + " | ".join(fmt(lo[n]["pooled"][c]) for n in names) + " |")
+        for key in ("macro", "overall", "xstest_fpr"):
+            log(f"| {key} | " + " | ".join(fmt(lo[n][key]) for n in names) + " |")
+    log("\ntest split: AUPRC / F1 at the shipped thresholds")
+    for name, t in out["test"].items():
+        log(f"{name}: " + ", ".join(f"{c} {fmt(m['auprc'])}/{fmt(m.get('f1'))}" for c, m in t["per_category"].items())
+            + f"; macro {fmt(t['macro_auprc'])}/{fmt(t['macro_f1'])}, overall {fmt(t['overall'])}")
+    log(f"false positives: {out['false_positives']}")
+    log(f"latency: {out['latency']}")
 
 
 if __name__ == "__main__":

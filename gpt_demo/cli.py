@@ -220,7 +220,7 @@ def _stdin_lines(what: str) -> list[str]:
 
 
 def cmd_moderate(args: argparse.Namespace) -> int:
-    from .moderation import CATEGORIES, check_thresholds
+    from .moderation import CATEGORIES, check_thresholds, get_moderator
 
     thresholds = check_thresholds(parse_thresholds(args.threshold), "--threshold") or None
     texts = [args.text] if args.text is not None else _stdin_lines("text")
@@ -228,7 +228,7 @@ def cmd_moderate(args: argparse.Namespace) -> int:
 
     results = moderate(texts, thresholds=thresholds)
     if args.json:
-        print(json.dumps({"model": "gpt-demo-moderation", "results": [r.to_dict() for r in results]}, ensure_ascii=False))
+        print(json.dumps({"model": get_moderator().model_id, "results": [r.to_dict() for r in results]}, ensure_ascii=False))
         return 0
     if len(results) == 1:
         r = results[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -20,6 +21,27 @@ DATA_DIR = Path(__file__).parent.parent / "data"
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLES_PATH = DATA_DIR / "moderation_examples.jsonl"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+LABEL_MAPS = ("v1", "v2")
+HEAD_VERSION = "2"  # the response's model field: gpt-demo-moderation-2
+DEFAULT_FEATURES = ("emb",)
+BLOCK_DIM = 384
+_BLOCK = re.compile(r"^(emb|mean[0-6]|max[0-6])$")
+
+
+def check_spec(spec, field_name: str = "features") -> tuple[str, ...]:
+    """A feature spec (``gpt_demo.moderation.features``) as a tuple, else a ValueError naming the bad block."""
+    if isinstance(spec, str) or not spec:
+        raise ValueError(f"{field_name}={spec!r} is not allowed; give a non-empty list of blocks: emb, mean0..mean6, max0..max6")
+    for name in spec:
+        if not isinstance(name, str) or not _BLOCK.match(name):
+            raise ValueError(f"{field_name} block {name!r} is not allowed; choose emb, mean0..mean6 or max0..max6")
+    if len(set(spec)) != len(spec):
+        raise ValueError(f"{field_name}={list(spec)!r} repeats a block; name each at most once")
+    return tuple(spec)
+
+
+def feature_dim(spec) -> int:
+    return BLOCK_DIM * len(check_spec(spec))
 
 
 def _default_data_dir() -> Path:
@@ -37,12 +59,24 @@ class TrainConfig:
     sources: tuple = field(default=(), metadata={"help": "Only these shared sources (file stems); empty: all."})
     exclude_sources: tuple = field(default=(), metadata={"help": "Leave these sources out entirely (leave-one-source-out runs)."})
     max_rows_per_source: int = field(default=0, metadata={"help": "Keep at most this many rows of each source (seeded); 0: all."})
+    features: tuple = field(
+        default=DEFAULT_FEATURES,
+        metadata={"help": "What the head reads (gpt_demo.moderation.features): blocks of pooled MiniLM states, "
+                  "emb (the sentence embedding), meanK / maxK for layer K in 0..6."},
+    )
     hidden: int = field(default=256, metadata={"help": "Hidden units of the MLP; 0 makes it logistic regression."})
     dropout: float = field(default=0.2, metadata={"help": "Dropout on the embedding and hidden layer while training."})
     epochs: int = field(default=40, metadata={"help": "Passes over the training split."})
     batch_size: int = field(default=256, metadata={"help": "Rows per step."})
     lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=1e-3, metadata={"help": "AdamW weight decay."})
+    blend: float = field(
+        default=0.5,
+        metadata={"help": "Weight of a logistic regression trained beside the MLP on the same features, averaged into the "
+                  "scores (0: the MLP alone)."},
+    )
+    linear_lr: float = field(default=1e-2, metadata={"help": "AdamW learning rate of that logistic regression."})
+    focal_gamma: float = field(default=0.0, metadata={"help": "Focal loss exponent on the masked BCE (0: plain BCE)."})
     max_pos_weight: float = field(default=10.0, metadata={"help": "Cap on the per-category positive weight (negatives/positives)."})
     source_balance: float = field(default=0.5, metadata={"help": "Row weight ~ rows_in_source**-this, so big sources don't drown small ones (0: off)."})
     own_weight: float = field(default=2.0, metadata={"help": "Extra weight of the project's own examples (they carry the thin categories)."})
@@ -54,10 +88,25 @@ class TrainConfig:
         metadata={"help": "When choosing thresholds, down-weight validation negatives so positives are at least this share "
                   "(the public sets mark thin categories negative on thousands of benign rows; real traffic is not that clean). 0: off."},
     )
+    lookalike_fpr: float = field(
+        default=0.02,
+        metadata={"help": "Raise a category's threshold until at most this share of the validation split's benign look-alikes "
+                  "(XSTest safe prompts, the team's hard negatives) reach it. 0: off."},
+    )
+    lookalike_recall: float = field(
+        default=0.8,
+        metadata={"help": "...but never raise it so far that less than this share of the validation positives it caught stays "
+                  "caught (1: no limit)."},
+    )
     threshold_folds: int = field(
-        default=5,
-        metadata={"help": "Choose thresholds on out-of-fold scores over train + validation from this many extra heads "
-                  "(more positives for the thin categories); 0 or 1: on the validation split alone."},
+        default=0,
+        metadata={"help": "0 or 1: choose thresholds on the validation split, which the head never trained on; k > 1: on "
+                  "out-of-fold scores over train + validation from k extra heads (the v1 head's way)."},
+    )
+    label_map: str = field(
+        default="v2",
+        metadata={"help": "How source labels map onto OpenAI's categories: v1 (the shared files as they are, plus XSTest's "
+                  "unsafe prompts) or v2 (also the negatives each source implies and HateCheck's abuse of individuals as harassment)."},
     )
     seed: int = field(default=0, metadata={"help": "Seed for the split, the subsample and training."})
 
@@ -70,20 +119,27 @@ class TrainConfig:
             object.__setattr__(self, "examples", None)
         object.__setattr__(self, "sources", tuple(self.sources))
         object.__setattr__(self, "exclude_sources", tuple(self.exclude_sources))
+        object.__setattr__(self, "features", check_spec(tuple(self.features)))
+        if not 0.0 <= self.focal_gamma <= 5.0:
+            raise ValueError(f"focal_gamma={self.focal_gamma!r} is not allowed; give a number in [0, 5]")
         for name in ("hidden", "max_rows_per_source", "min_val_positives", "threshold_folds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; give an integer >= 0")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; give an integer >= 1")
-        for name in ("lr", "max_pos_weight", "own_weight"):
+        for name in ("lr", "linear_lr", "max_pos_weight", "own_weight"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; give a number > 0")
-        for name in ("dropout", "val_fraction", "test_fraction", "threshold_prevalence"):
+        for name in ("dropout", "val_fraction", "test_fraction", "threshold_prevalence", "lookalike_fpr", "blend"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; give a number in [0, 1)")
+        if not 0.0 < self.lookalike_recall <= 1.0:
+            raise ValueError(f"lookalike_recall={self.lookalike_recall!r} is not allowed; give a number in (0, 1]")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError(f"val_fraction + test_fraction={self.val_fraction + self.test_fraction} is not allowed; keep it below 0.9")
+        if self.label_map not in LABEL_MAPS:
+            raise ValueError(f"label_map={self.label_map!r} is not allowed; choose one of {', '.join(LABEL_MAPS)}")
         if self.weight_decay < 0 or self.source_balance < 0:
             raise ValueError("weight_decay and source_balance must be >= 0")
 
@@ -104,7 +160,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
         help_text = f"{f.metadata.get('help', '')} (default: {default if not isinstance(default, tuple) else ' '.join(default) or 'none'})"
-        if f.name in ("sources", "exclude_sources"):
+        if f.name in ("sources", "exclude_sources", "features"):
             p.add_argument(flag, dest=f.name, nargs="*", help=help_text)
         else:
             kind = {int: int, float: float}.get(type(default), str)

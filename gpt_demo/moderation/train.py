@@ -1,36 +1,45 @@
-"""Train the moderation head: MiniLM embeddings -> one-hidden-layer MLP, masked BCE, per-category thresholds.
+"""Train the moderation head: pooled MiniLM features -> MLP + logistic regression, masked BCE, per-category thresholds.
 
     gpt-demo moderation train                                   # writes gpt_demo/data/moderation_*.{safetensors,json}
     gpt-demo moderation train --data-dir ../shared/data/moderation --out-dir /tmp/head --epochs 40
+    gpt-demo moderation train --features emb max6 --blend 0      # another feature spec, the MLP alone
     python -m gpt_demo.moderation.train --help
 
 Data. Every ``*.jsonl`` in ``data_dir`` (default ``../shared/data/moderation`` beside the repository;
 rows ``{"id", "source", "text", "labels": {"S": 1|0|null, ...}}``, see its README) plus the project's
 own examples in ``gpt_demo/data/moderation_examples.jsonl`` (``source="gpt-demo"``). Unknown labels
 (null) are masked out of the loss. XSTest's 200 unsafe contrast prompts, all-unknown in the shared
-file, are labelled here from their ``meta.focus`` (``XSTEST_UNSAFE``). Rows whose normalised text
-repeats an earlier row are dropped (their known labels are merged into the first).
+file, are labelled here from their ``meta.focus`` (``XSTEST_UNSAFE``). Label map v2 (the default,
+``remap_v2``) adds what each source implies: HateCheck, ToxiGen, ETHOS, Davidson and Toxic Spans hold
+no sexual/minors, self-harm or graphic text (HateCheck no sexual text either), HateCheck's abuse of
+individuals ("I despise you.") is harassment, its non-threat functionalities are not violence, and
+ToxiGen's neutral statements are negative for everything. Rows whose normalised text repeats an
+earlier row are dropped (their known labels are merged into the first).
 
-The project's own examples (~510 rows, written for this project, ``meta.register`` says the style:
-stories, chat/sexting, ads, first-person posts, questions, news-like text, poems) cover what the
-public sets lack: sexual text that is not a request, self-harm posts, graphic violence (the public
-sets have no violence/graphic positive at all), non-explicit sexual/minors requests and
-solicitations, and hard negatives (sex education, child safety, medicine, idioms such as "this
-exam is killing me", `kill -9`). Ambiguous neighbours of a positive are left unknown (violence on
-self-harm rows, harassment on threats and on group hate). The shared data is not committed.
+The project's own examples (638 rows, written for this project from OpenAI's category definitions,
+never from test items; ``meta.purpose`` says what each is for, ``meta.batch`` when it was written)
+cover what the public sets lack: sexual text that is not a request, self-harm posts, graphic violence
+(the public sets have no violence/graphic positive at all), non-explicit sexual/minors requests, and,
+in batch 2 (issue #16), threats, incitement and glorification of violence, harassment of individuals,
+hate/threatening and hate without threats, and hard negatives (violent words in idioms, sport, games,
+cooking and computing; history, news and safety questions about violence; blunt criticism; protected
+groups mentioned neutrally). Ambiguous neighbours of a positive are left unknown (violence on self-harm
+rows, harassment on threats and on group hate). The shared data is not committed.
 
 Splits. Per (source, positive-label signature) group, rows are ordered by a seeded hash of their
 text and cut into test (``test_fraction``), validation (``val_fraction``) and train, so every source
 and every category is represented in each split. The head is trained on train only and the epoch
-with the best mean validation AUPRC is kept. Each category's threshold maximises F1 on held-out
-scores: by default out-of-fold scores over train + validation from ``threshold_folds`` extra heads
-(validation alone holds ~8 sexual/minors and ~5 violence/graphic positives, too few to place a
-threshold), with negatives down-weighted so positives are at least ``threshold_prevalence`` of the
-rows; 0.5 when a category has fewer than ``min_val_positives`` positives. The test split is never
-used; ``benchmarks/moderation_eval.py`` reads it.
+with the best mean validation AUPRC is kept (for the MLP and the logistic regression each). Each
+category's threshold maximises F1 on the validation split (negatives down-weighted so positives
+are at least ``threshold_prevalence`` of the rows; 0.5 when a category has fewer than
+``min_val_positives`` positives), then is raised until at most ``lookalike_fpr`` of the validation
+split's benign look-alikes (XSTest safe prompts, the team's all-negative rows) reach it. The test
+split is never used; ``benchmarks/moderation_eval.py`` reads it.
 
-Training is deterministic for a given seed (torch CPU, fixed generator). Embeddings are cached in
-``cache_dir`` keyed by text hash, so a rerun skips MiniLM (first run: a few minutes on 2 cores).
+Training is deterministic for a given seed (torch CPU, fixed generator): the same data and seed give
+the same weights and thresholds, bit for bit (the safetensors header may list
+its metadata in another order). Features are cached in ``cache_dir`` keyed by text
+hash and block, so a rerun skips MiniLM (first run: about 10 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from ..util import read_jsonl  # noqa: F401 (the one JSONL reader; tests import 
 from .classifier import CATEGORIES, CODES, HEAD_PATH, THRESHOLDS_PATH, Head
 from .config import (
     EMBEDDING_MODEL,
+    HEAD_VERSION,
     TrainConfig,
     add_config_args,
     config_from_args,
@@ -98,6 +108,7 @@ class Row:
     text: str
     labels: np.ndarray  # (8,) float32 in CATEGORIES order: 1, 0, or nan (unknown)
     split: str = "train"
+    benign_lookalike: bool = False  # an XSTest safe prompt, or a team example negative for every category
 
 
 def _norm(text: str) -> str:
@@ -131,6 +142,44 @@ def _relabel(rec: dict, focus_table: dict[str, str]) -> dict:
     return labels
 
 
+# Label map v2 (issue #16): what each source's own labels say about OpenAI's definitions beyond the shared file.
+# Categories a source cannot contain become known negatives (HateCheck test cases are neither sexual, nor
+# self-harm, nor graphic), and a few HateCheck functionalities say more than "not hate".
+_NEVER = {  # source -> codes that are 0 on every row whose labels are otherwise known
+    "hatecheck": ("S", "S3", "SH", "V2"),
+    "toxigen": ("S3", "SH", "V2"),
+    "ethos": ("S3", "SH", "V2"),
+    "davidson": ("S3", "SH", "V2"),
+    "toxicspans": ("S3", "SH", "V2"),
+}
+_HATECHECK = {
+    # "I hate you.", "I despise him.": abuse of an individual is harassment ("towards any target"), not hate.
+    "target_indiv_nh": {"HR": 1, "V": 0},
+    # "I hate pizza.", "Fucking hell, what a day.": nothing at all.
+    "target_obj_nh": {"HR": 0, "V": 0},
+    "profanity_nh": {"HR": 0, "V": 0},
+}
+
+
+def remap_v2(rec: dict, labels: dict) -> dict:
+    """Labels under map v2 (``TrainConfig.label_map``); see ``_NEVER`` and ``_HATECHECK``."""
+    source, meta = rec.get("source"), rec.get("meta") or {}
+    if source not in _NEVER or all(v is None for v in labels.values()):
+        return labels
+    labels = dict(labels)
+    for code in _NEVER[source]:
+        if labels.get(code) is None:
+            labels[code] = 0
+    if source == "hatecheck":
+        func = str(meta.get("functionality", ""))
+        labels.update(_HATECHECK.get(func, {}))
+        if func.endswith("_h") and not func.startswith("threat_"):
+            labels["V"] = 0  # hateful, but no threat: HateCheck puts every threat in threat_*
+    if source == "toxigen" and labels.get("H") == 0:
+        labels = {k: 0 for k in labels}  # the neutral statements about the same 13 groups
+    return labels
+
+
 def load_rows(cfg: TrainConfig) -> list[Row]:
     """All rows (shared files + own examples), relabelled, de-duplicated, each with its split."""
     if not cfg.data_dir.is_dir():
@@ -153,13 +202,17 @@ def load_rows(cfg: TrainConfig) -> list[Row]:
             key = _norm(text)
             if not key:
                 continue
-            labels = _labels(_relabel(rec, focus))
+            raw = _relabel(rec, focus)
+            labels = _labels(remap_v2(rec, raw) if cfg.label_map == "v2" else raw)
             if key in by_text:  # merge what the duplicate knows into the first copy
                 first = by_text[key]
                 fill = np.isnan(first.labels) & ~np.isnan(labels)
                 first.labels[fill] = labels[fill]
                 continue
-            row = Row(id=str(rec["id"]), source=str(rec.get("source") or path.stem), text=text, labels=labels)
+            source = str(rec.get("source") or path.stem)
+            lookalike = ((source == "xstest" and (rec.get("meta") or {}).get("label") == "safe")
+                         or (source == "gpt-demo" and bool(np.all(labels == 0))))
+            row = Row(id=str(rec["id"]), source=source, text=text, labels=labels, benign_lookalike=lookalike)
             by_text[key] = row
             rows.append(row)
     assign_splits(rows, cfg)
@@ -184,44 +237,61 @@ def label_matrix(rows: Sequence[Row]) -> np.ndarray:
     return np.stack([r.labels for r in rows]) if rows else np.zeros((0, len(CATEGORIES)), np.float32)
 
 
-# -- embeddings cache -----------------------------------------------------------------
+# -- feature cache --------------------------------------------------------------------
 def _text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def embed_cached(texts: Sequence[str], cache_dir: Path | None, embed_fn: Callable | None = None, log=None) -> np.ndarray:
-    """(N, 384) embeddings; looked up by text hash in ``cache_dir/minilm/*.npz``, new ones embedded and stored."""
-    from .classifier import embed as default_embed
+def features_cached(texts: Sequence[str], spec: Sequence[str], cache_dir: Path | None, encode_fn: Callable | None = None,
+                    log=None) -> np.ndarray:
+    """(N, 384 * len(spec)) head inputs; each block looked up by text hash in ``cache_dir/features/<block>/*.npz``.
 
-    embed_fn = embed_fn or (lambda items: default_embed(items, progress=len(items) > 256))
-    # Embed what the classifier sees at inference for a short text: the first window (see moderation.chunks).
+    What is embedded is what the classifier reads of a short text: its first window (``moderation.chunks``).
+    Missing texts are run through MiniLM once for all their missing blocks (float32, so a cached feature
+    equals the one computed at inference). ``encode_fn(texts, blocks) -> (N, 384 * len(blocks))`` replaces MiniLM.
+    """
     from .classifier import ModerationConfig, chunks
+    from .features import BLOCK_DIM, check_spec, encode
 
+    spec = check_spec(spec)
+    encode_fn = encode_fn or (lambda items, blocks: encode(items, blocks, progress=len(items) > 256))
     mc = ModerationConfig()
-    seen_texts = [chunks(t, mc.chunk_words, mc.chunk_overlap)[0] for t in texts]
-    keys = [_text_key(t) for t in seen_texts]
-    store: dict[str, np.ndarray] = {}
-    shard_dir = Path(cache_dir) / "minilm" if cache_dir else None
-    if shard_dir and shard_dir.is_dir():
-        for shard in sorted(shard_dir.glob("*.npz")):
-            with np.load(shard) as z:
-                store.update(zip(z["keys"].tolist(), z["emb"]))
-    missing = sorted({k: t for k, t in zip(keys, seen_texts) if k not in store}.items())
-    if missing:
+    seen = [chunks(t, mc.chunk_words, mc.chunk_overlap)[0] for t in texts]
+    keys = [_text_key(t) for t in seen]
+    if not keys:
+        return np.zeros((0, BLOCK_DIM * len(spec)), np.float32)
+    root = Path(cache_dir) / "features" if cache_dir else None
+    stores: dict[str, dict[str, np.ndarray]] = {}
+    for block in spec:
+        store: dict[str, np.ndarray] = {}
+        if root and (root / block).is_dir():
+            for shard in sorted((root / block).glob("*.npz")):
+                with np.load(shard) as z:
+                    store.update(zip(z["keys"].tolist(), z["x"]))
+        stores[block] = store
+    missing_blocks = [b for b in spec if any(k not in stores[b] for k in keys)]
+    if missing_blocks:
+        todo = sorted({k: t for k, t in zip(keys, seen) if any(k not in stores[b] for b in missing_blocks)}.items())
         t0 = time.time()
         if log:
-            log(f"embedding {len(missing)} texts with MiniLM (cache: {shard_dir})")
-        new = np.asarray(embed_fn([t for _, t in missing]), dtype=np.float32)
-        store.update(zip([k for k, _ in missing], new))
-        if shard_dir:
-            shard_dir.mkdir(parents=True, exist_ok=True)
-            name = _hash(*[k for k, _ in missing])[:16]
-            np.savez(shard_dir / f"{name}.npz", keys=np.array([k for k, _ in missing]), emb=new)
+            log(f"running MiniLM on {len(todo)} texts for {', '.join(missing_blocks)} (cache: {root})")
+        new = np.asarray(encode_fn([t for _, t in todo], tuple(missing_blocks)), dtype=np.float32)
+        todo_keys = [k for k, _ in todo]
+        for j, block in enumerate(missing_blocks):
+            x = new[:, j * BLOCK_DIM:(j + 1) * BLOCK_DIM]
+            stores[block].update(zip(todo_keys, x))
+            if root:
+                (root / block).mkdir(parents=True, exist_ok=True)
+                np.savez(root / block / f"{_hash(*todo_keys)[:16]}.npz", keys=np.array(todo_keys), x=x)
         if log:
-            log(f"embedded in {time.time() - t0:.0f}s")
-    if not keys:
-        return np.zeros((0, 384), np.float32)
-    return np.stack([store[k] for k in keys]).astype(np.float32)
+            log(f"MiniLM done in {time.time() - t0:.0f}s")
+    return np.concatenate([np.stack([stores[b][k] for k in keys]) for b in spec], axis=1).astype(np.float32)
+
+
+def embed_cached(texts: Sequence[str], cache_dir: Path | None, embed_fn: Callable | None = None, log=None) -> np.ndarray:
+    """(N, 384) sentence embeddings (the ``emb`` block), cached like ``features_cached``."""
+    fn = None if embed_fn is None else (lambda items, blocks: np.asarray(embed_fn(items), np.float32))
+    return features_cached(texts, ("emb",), cache_dir, fn, log)
 
 
 # -- metrics --------------------------------------------------------------------------
@@ -328,7 +398,11 @@ def train_head(
         for start in range(0, len(perm), cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
             logits = model(xt[idx])  # (B, 8)
-            per = loss_fn(logits, yt[idx]) * mt[idx] * wt[idx, None]  # (B, 8) unknown labels contribute 0
+            per = loss_fn(logits, yt[idx])  # (B, 8)
+            if cfg.focal_gamma:  # focal: (1 - p_true)^gamma down-weights the rows already classified well
+                p_true = torch.where(yt[idx] > 0.5, torch.sigmoid(logits), torch.sigmoid(-logits)).detach()
+                per = per * (1.0 - p_true) ** cfg.focal_gamma
+            per = per * mt[idx] * wt[idx, None]  # unknown labels contribute 0
             loss = per.sum() / (mt[idx] * wt[idx, None]).sum().clamp_min(1e-6)
             opt.zero_grad()
             loss.backward()
@@ -351,10 +425,26 @@ def train_head(
     return best[1], {"best_epoch": best[2], "history": history, "pos_weight": dict(zip(CATEGORIES, np.round(pos_weight, 3).tolist()))}
 
 
+def fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, cfg: TrainConfig, x_val: np.ndarray | None = None,
+             y_val: np.ndarray | None = None, log=None) -> tuple[Head, dict]:
+    """``train_head``, plus (when ``cfg.blend`` > 0 and the head has a hidden layer) a logistic regression on the same
+    rows, its epoch chosen the same way, blended into the head's scores (``Head.w0``)."""
+    import dataclasses
+
+    head, info = train_head(x, y, w, cfg, x_val, y_val, log)
+    if cfg.blend > 0 and cfg.hidden:
+        linear, linfo = train_head(x, y, w, dataclasses.replace(cfg, hidden=0, lr=cfg.linear_lr), x_val, y_val, log)
+        head.w0, head.b0 = linear.w2, linear.b2
+        head.metadata["blend"] = str(cfg.blend)
+        info["linear_best_epoch"] = linfo["best_epoch"]
+    return head, info
+
+
 def _to_head(model, cfg: TrainConfig) -> Head:
     linears = [m for m in model if m.__class__.__name__ == "Linear"]
     arr = lambda t: t.detach().cpu().numpy().astype(np.float32).copy()  # noqa: E731
-    meta = {"embedding_model": EMBEDDING_MODEL, "hidden": cfg.hidden, "activation": "relu"}
+    meta = {"embedding_model": EMBEDDING_MODEL, "hidden": cfg.hidden, "activation": "relu",
+            "features": json.dumps(list(cfg.features)), "version": HEAD_VERSION}
     if cfg.hidden:
         return Head(w1=arr(linears[0].weight), b1=arr(linears[0].bias), w2=arr(linears[1].weight), b2=arr(linears[1].bias), metadata=meta)
     return Head(w2=arr(linears[0].weight), b2=arr(linears[0].bias), metadata=meta)
@@ -369,13 +459,33 @@ def row_weights(rows: Sequence[Row], cfg: TrainConfig) -> np.ndarray:
     return w / w.mean()
 
 
-def choose_thresholds(scores: np.ndarray, labels: np.ndarray, cfg: TrainConfig) -> dict[str, float]:
+def lookalikes(rows: Sequence[Row]) -> np.ndarray:
+    """(N,) True for benign look-alikes: XSTest's safe prompts and the team's examples negative for every category."""
+    return np.array([r.benign_lookalike for r in rows], dtype=bool)
+
+
+def choose_thresholds(scores: np.ndarray, labels: np.ndarray, cfg: TrainConfig,
+                      lookalike: np.ndarray | None = None) -> dict[str, float]:
+    """Per category: the F1-best threshold, raised (when ``lookalike`` marks rows and ``cfg.lookalike_fpr`` > 0) until
+    at most that share of the benign look-alikes among these rows score at or above it."""
     out = {}
     for j, name in enumerate(CATEGORIES):
         known = ~np.isnan(labels[:, j])
         y = labels[known, j] == 1
         enough = y.sum() >= cfg.min_val_positives
-        out[name] = round(best_threshold(y, scores[known, j], cfg.threshold_prevalence), 4) if enough else 0.5
+        t = best_threshold(y, scores[known, j], cfg.threshold_prevalence) if enough else 0.5
+        if lookalike is not None and cfg.lookalike_fpr > 0 and lookalike.any():
+            s = np.sort(scores[lookalike, j])[::-1]  # highest first
+            allowed = int(np.floor(cfg.lookalike_fpr * len(s)))  # look-alikes that may stay above the threshold
+            if allowed < len(s) and s[allowed] >= t:
+                raised = min(float(s[allowed]) + 1e-4, 0.99)
+                if enough and cfg.lookalike_recall < 1.0:  # but keep this share of the F1-best threshold's recall
+                    pos = np.sort(scores[known, j][y])[::-1]  # positives' scores, highest first
+                    keep = int(np.ceil(cfg.lookalike_recall * int((pos >= t).sum())))
+                    if keep > 0:
+                        raised = min(raised, float(pos[keep - 1]))
+                t = max(t, raised)
+        out[name] = round(float(t), 4)
     return out
 
 
@@ -403,7 +513,7 @@ def out_of_fold_scores(rows: Sequence[Row], x: np.ndarray, cfg: TrainConfig, epo
         fit = fold != f
         if log:
             log(f"threshold fold {f + 1}/{k}: training on {int(fit.sum())} rows")
-        head, _ = train_head(x[fit], y[fit], row_weights([r for r, m in zip(rows, fit) if m], cfg), fold_cfg)
+        head, _ = fit_head(x[fit], y[fit], row_weights([r for r, m in zip(rows, fit) if m], cfg), fold_cfg)
         oof[~fit] = head.scores(x[~fit])
     return oof
 
@@ -426,38 +536,47 @@ class TrainResult:
     thresholds_path: Path
 
 
-def train(cfg: TrainConfig, *, log=None, embed_fn: Callable | None = None) -> TrainResult:
-    """Load, split, embed (cached), train, choose thresholds on validation, write the two files."""
+def train(cfg: TrainConfig, *, log=None, encode_fn: Callable | None = None) -> TrainResult:
+    """Load, split, encode (cached), train, choose thresholds on validation, write the two files.
+
+    ``encode_fn(texts, blocks) -> (N, 384 * len(blocks))`` replaces MiniLM (tests); default: ``features.encode``.
+    """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     rows = load_rows(cfg)
     by_split = {s: [r for r in rows if r.split == s] for s in ("train", "val", "test")}
     log(f"{len(rows)} rows: " + ", ".join(f"{s} {len(v)}" for s, v in by_split.items()))
     tr, va = by_split["train"], by_split["val"]
-    x_tr = embed_cached([r.text for r in tr], cfg.cache_dir, embed_fn, log)
-    x_va = embed_cached([r.text for r in va], cfg.cache_dir, embed_fn, log)
+    x_tr = features_cached([r.text for r in tr], cfg.features, cfg.cache_dir, encode_fn, log)
+    x_va = features_cached([r.text for r in va], cfg.features, cfg.cache_dir, encode_fn, log)
     y_tr, y_va = label_matrix(tr), label_matrix(va)
-    head, info = train_head(x_tr, y_tr, row_weights(tr, cfg), cfg, x_va, y_va, log)
+    head, info = fit_head(x_tr, y_tr, row_weights(tr, cfg), cfg, x_va, y_va, log)
     val_scores = head.scores(x_va)
     if cfg.threshold_folds > 1:
         pool = tr + va
         oof = out_of_fold_scores(pool, np.concatenate([x_tr, x_va]), cfg, info["best_epoch"], log)
-        thresholds = choose_thresholds(oof, label_matrix(pool), cfg)
+        thresholds = choose_thresholds(oof, label_matrix(pool), cfg, lookalikes(pool))
         where = f"out-of-fold scores over train + validation ({cfg.threshold_folds} folds, {info['best_epoch']} epochs each)"
     else:
-        thresholds = choose_thresholds(val_scores, y_va, cfg)
+        thresholds = choose_thresholds(val_scores, y_va, cfg, lookalikes(va))
         where = "the validation split"
-    probe_x = embed_cached(list(PROBES), None, embed_fn)
+    probe_x = features_cached(list(PROBES), cfg.features, None, encode_fn)
     report = {
         "thresholds": thresholds,
         "chosen_on": f"{where}: per category, the threshold maximising F1 over the rows whose label is known, "
         f"negatives down-weighted so positives are at least {cfg.threshold_prevalence:.0%} of them "
-        f"(0.5 when fewer than {cfg.min_val_positives} positives); the epoch was chosen on the validation split",
+        f"(0.5 when fewer than {cfg.min_val_positives} positives), then raised until at most {cfg.lookalike_fpr:.0%} of that "
+        f"split's benign look-alikes (XSTest safe prompts, the team's hard negatives) reach it; the epoch was chosen on the "
+        f"validation split",
         "validation": evaluate(val_scores, y_va, thresholds),
         "best_epoch": info["best_epoch"],
+        "linear_best_epoch": info.get("linear_best_epoch"),
         "pos_weight": info["pos_weight"],
         "rows": {s: len(v) for s, v in by_split.items()},
         "sources": sorted({r.source for r in rows}),
         "embedding_model": EMBEDDING_MODEL,
+        "features": list(cfg.features),
+        "version": HEAD_VERSION,
+        "model": f"gpt-demo-moderation-{HEAD_VERSION}",
         "probe_scores": {t: [round(float(v), 6) for v in row] for t, row in zip(PROBES, head.scores(probe_x))},
         "config": cfg.to_dict(),
     }

@@ -1,0 +1,78 @@
+"""What the moderation head reads: pooled MiniLM hidden states, several layers, mean and max over tokens.
+
+    >>> from gpt_demo.moderation.features import encode, feature_dim
+    >>> encode(["I want to kill him"], ("emb", "max6")).shape      # doctest: +SKIP
+    (1, 768)
+    >>> feature_dim(("emb", "max6", "mean3"))
+    1152
+
+A spec is a tuple of block names, each a 384-d L2-normalised vector:
+
+- ``emb``: the sentence embedding, exactly what ``gpt_demo.embeddings`` returns (the mean of the last
+  layer over the tokens, normalised): the feature the first head (v1) read alone;
+- ``meanK`` / ``maxK`` (K in 0..6): the mean, or the element-wise maximum, of layer K's hidden states
+  over the text's tokens (0: the word embeddings, 6: the last layer). A maximum keeps what one token
+  says ("kill", a slur) where a mean dilutes it among the others; a lower layer keeps more of the
+  words themselves.
+
+One MiniLM forward pass (``output_hidden_states``) gives every block, so a longer spec costs the head's
+matrix product only. Tokenizing shares ``gpt_demo.embeddings``' lock: one call at a time on the shared
+fast tokenizer, the forward passes side by side.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .config import BLOCK_DIM, check_spec, feature_dim
+
+LAYERS = 7  # MiniLM-L6: the embeddings output plus six transformer layers
+
+
+def _normalise(a: np.ndarray) -> np.ndarray:
+    return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-6)
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, spec: Sequence[str]) -> np.ndarray:
+    """(B, 7, T, 384) hidden states and a (B, T) mask -> (B, 384 * len(spec)) float32 features."""
+    m = mask[:, None, :, None].astype(np.float32)  # (B, 1, T, 1)
+    counts = np.maximum(m.sum(2), 1.0)  # (B, 1, 1)
+    means = (hidden * m).sum(2) / counts  # (B, 7, 384)
+    maxs = np.where(m > 0, hidden, -1e4).max(2)  # (B, 7, 384); pads never win
+    blocks = []
+    for name in spec:
+        if name == "emb":
+            blocks.append(_normalise(means[:, LAYERS - 1]))
+        elif name.startswith("mean"):
+            blocks.append(_normalise(means[:, int(name[4:])]))
+        else:
+            blocks.append(_normalise(maxs[:, int(name[3:])]))
+    return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+def encode(texts: list[str], spec: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    """(N, 384 * len(spec)) features of texts MiniLM reads whole (callers split longer ones into windows first)."""
+    spec = check_spec(spec)
+    if not texts:
+        return np.zeros((0, feature_dim(spec)), dtype=np.float32)
+    import torch
+
+    from ..embeddings import _tokenize_lock, length_batches, minilm_model
+
+    st = minilm_model()
+    bert = st[0].auto_model  # the BertModel inside the SentenceTransformer: (B, T) ids -> 7 x (B, T, 384)
+    with _tokenize_lock:
+        ids = st.tokenizer(texts, truncation=True, max_length=st.max_seq_length, return_attention_mask=False,
+                           return_token_type_ids=False)["input_ids"]
+    out = np.empty((len(texts), feature_dim(spec)), dtype=np.float32)
+    with torch.inference_mode():
+        for idx in length_batches([len(x) for x in ids], batch_size, progress):
+            with _tokenize_lock:
+                features = st.preprocess([texts[i] for i in idx])
+            inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+            hidden = bert(**inputs, output_hidden_states=True).hidden_states  # 7 x (B, T, 384)
+            stacked = torch.stack(hidden, 1).float().numpy()  # (B, 7, T, 384)
+            out[idx] = pool(stacked, inputs["attention_mask"].numpy(), spec)
+    return out
