@@ -17,7 +17,7 @@ Prints a table on stderr and exactly one JSON line on stdout.
   label a known 0; score = the highest category score). ``per_source`` has each source's own figures
   and ``gpt-demo`` the run that leaves the team's examples out (the only violence/graphic positives).
   Two recipes run side by side on the same rows and the same (v2) labels:
-  ``v1`` is today's head (the sentence embedding alone, label map v1, the first 510 team examples),
+  ``v1`` is the previous head (the sentence embedding alone, label map v1, the first 510 team examples),
   ``v2`` the shipped one (``TrainConfig()``'s defaults). ``xstest_fpr`` is the share of XSTest's 250
   safe prompts flagged by the head that never saw XSTest, at that head's thresholds.
 - ``test``: the shipped head (and today's, ``moderation_head_v1.safetensors``) on the held-out test
@@ -101,7 +101,7 @@ def overall(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def recipes(base: TrainConfig, tmp: Path) -> dict[str, TrainConfig]:
-    """``v1``: today's head (features, label map, team examples of batch 1); ``v2``: the shipped defaults."""
+    """``v1``: the previous head (features, label map, team examples of batch 1); ``v2``: the shipped defaults."""
     v1_examples = tmp / "moderation_examples_v1.jsonl"
     rows = [r for r in read_jsonl(base.examples or EXAMPLES_PATH) if (r.get("meta") or {}).get("batch", 1) == 1]
     v1_examples.write_text("".join(json.dumps(r) + "\n" for r in rows))

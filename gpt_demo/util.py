@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -60,3 +63,25 @@ def read_jsonl(path: str | Path) -> list[dict]:
         line, message = problems[0]
         raise ValueError(f"{path}:{line}: {message}")
     return [obj for _, obj in rows]
+
+
+@contextmanager
+def replacing(path: str | Path):
+    """Write to a temporary file beside ``path``; it becomes ``path`` in one step when the block succeeds.
+
+        >>> import tempfile; d = Path(tempfile.mkdtemp())
+        >>> with replacing(d / "a.json") as tmp:
+        ...     _ = tmp.write_text("{}")
+        >>> (d / "a.json").read_text(), sorted(p.name for p in d.iterdir())
+        ('{}', ['a.json'])
+
+    A reader (or a process killed mid-write) never sees half a file; the temporary name does not
+    end like ``path``, so a glob for ``*.npz`` or ``*.json`` does not find it.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

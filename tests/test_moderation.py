@@ -316,7 +316,8 @@ def test_response_names_the_classifier_version_and_v1_still_loads():
     from gpt_demo.moderation import DATA_DIR, get_moderator, moderation_response
 
     shipped = Head.load(HEAD_PATH)
-    assert moderation_response("hello")["model"] == f"gpt-demo-moderation-{shipped.version}" == get_moderator().model_id
+    assert moderation_response("hello")["model"] == f"gpt-demo-moderation-{shipped.version}" == get_moderator().model_id \
+        == "gpt-demo-moderation-2"
     v1 = ModerationConfig(head_path=DATA_DIR / "moderation_head_v1.safetensors",
                           thresholds_path=DATA_DIR / "moderation_thresholds_v1.json")
     old = moderate("I want to kill him", config=v1)
@@ -428,3 +429,19 @@ def test_text_with_few_spaces_cannot_push_harm_past_minilms_window():
     assert pieces[-1].endswith("I want to kill him")
     assert moderate(text).categories["violence"] is True
     assert moderate("a," * 1500).flagged is False
+
+
+def test_a_head_with_bad_metadata_or_tensors_is_refused_by_name(tmp_path):
+    shipped = Head.load(HEAD_PATH)
+    for meta, message in (({"blend": "2"}, r"blend=2.0; allowed: 0 <= blend <= 1"),
+                          ({"features": "[emb"}, r"unreadable metadata \(blend, features\)")):
+        bad = Head(w2=shipped.w2, b2=shipped.b2, w1=shipped.w1, b1=shipped.b1, w0=shipped.w0, b0=shipped.b0,
+                   metadata={**shipped.metadata, **meta})
+        bad.save(tmp_path / "h.safetensors")
+        with pytest.raises(RuntimeError, match=message):
+            Head.load(tmp_path / "h.safetensors")
+    lopsided = Head(w2=shipped.w2, b2=shipped.b2, w1=shipped.w1, b1=shipped.b1, w0=shipped.w0[:, :5], b0=shipped.b0,
+                    metadata=dict(shipped.metadata))
+    lopsided.save(tmp_path / "h.safetensors")
+    with pytest.raises(RuntimeError, match=r"w0 of shape \(8, 5\)"):
+        Head.load(tmp_path / "h.safetensors")

@@ -255,14 +255,27 @@ class Head:
         cats = json.loads(meta.pop("categories", "[]"))
         if tuple(cats) != CATEGORIES:
             raise RuntimeError(f"moderation head {path} has categories {cats}, expected {list(CATEGORIES)}")
+        if "w2" not in tensors or "b2" not in tensors or ("w0" in tensors) != ("b0" in tensors):
+            raise RuntimeError(f"moderation head {path} has tensors {sorted(tensors)}; it needs w2 and b2 "
+                               "(w1/b1 and w0/b0 optional, each pair together)")
         head = cls(w2=tensors["w2"], b2=tensors["b2"], w1=tensors.get("w1"), b1=tensors.get("b1"), metadata=meta,
                    w0=tensors.get("w0"), b0=tensors.get("b0"))
+        try:
+            blend = float(meta.get("blend", 0.5))
+            features = head.features
+        except (ValueError, TypeError) as exc:  # a JSONDecodeError is a ValueError
+            raise RuntimeError(f"moderation head {path} has unreadable metadata (blend, features): {exc}") from None
+        if not 0.0 <= blend <= 1.0:
+            raise RuntimeError(f"moderation head {path} has blend={blend}; allowed: 0 <= blend <= 1")
         dim = head.w1.shape[1] if head.w1 is not None else head.w2.shape[1]
+        if head.w0 is not None and head.w0.shape != (len(CATEGORIES), dim):
+            raise RuntimeError(f"moderation head {path} has w0 of shape {head.w0.shape}; expected "
+                               f"({len(CATEGORIES)}, {dim})")
         from .config import feature_dim
 
-        if dim != feature_dim(head.features):
-            raise RuntimeError(f"moderation head {path} reads {dim} inputs but its features {list(head.features)} give "
-                               f"{feature_dim(head.features)}")
+        if dim != feature_dim(features):
+            raise RuntimeError(f"moderation head {path} reads {dim} inputs but its features {list(features)} give "
+                               f"{feature_dim(features)}")
         return head
 
 

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import BLOCK_DIM, check_spec, feature_dim
+from .config import BLOCK_DIM, check_spec, feature_dim  # noqa: F401 (BLOCK_DIM: train.py reads it from here)
 
 LAYERS = 7  # MiniLM-L6: the embeddings output plus six transformer layers
 

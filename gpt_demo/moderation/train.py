@@ -56,7 +56,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..util import read_jsonl  # noqa: F401 (the one JSONL reader; tests import it from here)
+from ..util import read_jsonl, replacing  # noqa: F401 (the one JSONL reader; tests import it from here)
 from .classifier import CATEGORIES, CODES, HEAD_PATH, THRESHOLDS_PATH, Head
 from .config import (
     EMBEDDING_MODEL,
@@ -282,7 +282,8 @@ def features_cached(texts: Sequence[str], spec: Sequence[str], cache_dir: Path |
             stores[block].update(zip(todo_keys, x))
             if root:
                 (root / block).mkdir(parents=True, exist_ok=True)
-                np.savez(root / block / f"{_hash(*todo_keys)[:16]}.npz", keys=np.array(todo_keys), x=x)
+                with replacing(root / block / f"{_hash(*todo_keys)[:16]}.npz") as tmp, open(tmp, "wb") as f:
+                    np.savez(f, keys=np.array(todo_keys), x=x)  # whole: another run may be reading the cache
         if log:
             log(f"MiniLM done in {time.time() - t0:.0f}s")
     return np.concatenate([np.stack([stores[b][k] for k in keys]) for b in spec], axis=1).astype(np.float32)
@@ -582,8 +583,11 @@ def train(cfg: TrainConfig, *, log=None, encode_fn: Callable | None = None) -> T
     }
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     head_path, thresholds_path = cfg.out_dir / HEAD_PATH.name, cfg.out_dir / THRESHOLDS_PATH.name
-    head.save(head_path)
-    thresholds_path.write_text(json.dumps(report, indent=1) + "\n")
+    # Each file whole, the head first: a run killed midway leaves the package's files as they were or new.
+    with replacing(head_path) as tmp:
+        head.save(tmp)
+    with replacing(thresholds_path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
     log(f"wrote {head_path} and {thresholds_path}")
     return TrainResult(head, thresholds, report, head_path, thresholds_path)
 
