@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+from servers import stop_process
 
 from gpt_demo.api import Streamed
 from gpt_demo.backends import Capabilities, CapabilityMissing, is_remote, parse_spec
@@ -60,12 +61,7 @@ def remote_url(tmp_path_factory, session_home):
                 time.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_process(proc, log)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import stop_process
 
 pytest.importorskip("jupyterlab")
 pytest.importorskip("ipywidgets")
@@ -97,12 +98,7 @@ def lab(engine, tmp_path_factory, session_home):
         _wait_until_up(f"http://127.0.0.1:{port}/api/status?token={token}", proc)
         yield {"url": f"http://127.0.0.1:{port}", "token": token, "root": root, "home": home, "log": base / "lab.log"}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_process(proc, log)
 
 
 def _cell(page, source_start: str):

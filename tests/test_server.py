@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from servers import stop_process
 
 openai = pytest.importorskip("openai")
 
@@ -103,12 +104,7 @@ def server(tmp_path_factory, session_home, engine):
         _wait_for(ready, "the server's /health", timeout=300)
         yield {"url": url, "v1": url + "/v1", "home": home, "proc": proc}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_process(proc, log)
 
 
 @pytest.fixture(scope="module")
