@@ -15,8 +15,9 @@ A spec is a tuple of block names, each a 384-d L2-normalised vector:
   says ("kill", a slur) where a mean dilutes it among the others; a lower layer keeps more of the
   words themselves.
 
-One MiniLM forward pass (``output_hidden_states``) gives every block, so a longer spec costs the head's
-matrix product only. Tokenizing shares ``gpt_demo.embeddings``' lock: one call at a time on the shared
+One MiniLM forward pass gives every block. Only the layers a spec reads are kept and pooled: the
+shipped ``("emb",)`` asks for the last layer alone, as ``gpt_demo.embeddings`` does, and gets the same
+numbers as when every layer was kept (``last_hidden_state`` is the last entry of ``hidden_states``). Tokenizing shares ``gpt_demo.embeddings``' lock: one call at a time on the shared
 fast tokenizer, the forward passes side by side.
 """
 
@@ -35,20 +36,27 @@ def _normalise(a: np.ndarray) -> np.ndarray:
     return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-6)
 
 
-def pool(hidden: np.ndarray, mask: np.ndarray, spec: Sequence[str]) -> np.ndarray:
-    """(B, 7, T, 384) hidden states and a (B, T) mask -> (B, 384 * len(spec)) float32 features."""
+def layers_needed(spec: Sequence[str]) -> tuple[int, ...]:
+    """The MiniLM layers a spec reads, in order: ``("emb", "max6")`` -> ``(6,)``; ``("emb", "mean3")`` -> ``(3, 6)``."""
+    return tuple(sorted({LAYERS - 1 if name == "emb" else int(name[4:] if name.startswith("mean") else name[3:])
+                         for name in check_spec(spec)}))
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, spec: Sequence[str], layers: Sequence[int] = tuple(range(LAYERS))) -> np.ndarray:
+    """(B, L, T, 384) hidden states of ``layers`` and a (B, T) mask -> (B, 384 * len(spec)) float32 features."""
+    at = {layer: i for i, layer in enumerate(layers)}
     m = mask[:, None, :, None].astype(np.float32)  # (B, 1, T, 1)
     counts = np.maximum(m.sum(2), 1.0)  # (B, 1, 1)
-    means = (hidden * m).sum(2) / counts  # (B, 7, 384)
-    maxs = np.where(m > 0, hidden, -1e4).max(2)  # (B, 7, 384); pads never win
+    means = (hidden * m).sum(2) / counts  # (B, L, 384)
+    maxs = np.where(m > 0, hidden, -1e4).max(2) if any(n.startswith("max") for n in spec) else None  # pads never win
     blocks = []
     for name in spec:
         if name == "emb":
-            blocks.append(_normalise(means[:, LAYERS - 1]))
+            blocks.append(_normalise(means[:, at[LAYERS - 1]]))
         elif name.startswith("mean"):
-            blocks.append(_normalise(means[:, int(name[4:])]))
+            blocks.append(_normalise(means[:, at[int(name[4:])]]))
         else:
-            blocks.append(_normalise(maxs[:, int(name[3:])]))
+            blocks.append(_normalise(maxs[:, at[int(name[3:])]]))
     return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
@@ -66,13 +74,18 @@ def encode(texts: list[str], spec: Sequence[str], batch_size: int = 32, progress
     with _tokenize_lock:
         ids = st.tokenizer(texts, truncation=True, max_length=st.max_seq_length, return_attention_mask=False,
                            return_token_type_ids=False)["input_ids"]
+    layers = layers_needed(spec)
     out = np.empty((len(texts), feature_dim(spec)), dtype=np.float32)
     with torch.inference_mode():
         for idx in length_batches([len(x) for x in ids], batch_size, progress):
             with _tokenize_lock:
                 features = st.preprocess([texts[i] for i in idx])
             inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            hidden = bert(**inputs, output_hidden_states=True).hidden_states  # 7 x (B, T, 384)
-            stacked = torch.stack(hidden, 1).float().numpy()  # (B, 7, T, 384)
-            out[idx] = pool(stacked, inputs["attention_mask"].numpy(), spec)
+            if layers == (LAYERS - 1,):  # the last layer only (the shipped head): no other layer is kept
+                hidden = (bert(**inputs).last_hidden_state,)
+            else:
+                states = bert(**inputs, output_hidden_states=True).hidden_states  # 7 x (B, T, 384)
+                hidden = tuple(states[layer] for layer in layers)
+            stacked = torch.stack(hidden, 1).float().numpy()  # (B, L, T, 384)
+            out[idx] = pool(stacked, inputs["attention_mask"].numpy(), spec, layers)
     return out
