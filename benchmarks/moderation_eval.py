@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/moderation_eval.py                    # everything (~40 min on 2 cores, first run ~10 min more for MiniLM)
     .venv/bin/python benchmarks/moderation_eval.py --no-loso          # test split, false positives, latency (~2 min with a warm cache)
-    .venv/bin/python benchmarks/moderation_eval.py --recipes v2       # leave-one-source-out for the new recipe only
-    .venv/bin/python benchmarks/moderation_eval.py --recipes v1 > v1.json & .venv/bin/python benchmarks/moderation_eval.py --recipes v2 > v2.json   # both, on 2 cores
+    .venv/bin/python benchmarks/moderation_eval.py --recipes v3       # leave-one-source-out for the shipped recipe only
+    .venv/bin/python benchmarks/moderation_eval.py --recipes v2 > v2.json & .venv/bin/python benchmarks/moderation_eval.py --recipes v3 > v3.json   # both, on 2 cores
+    .venv/bin/python benchmarks/moderation_eval.py --recipes v1 v2 v3 # the first head's recipe too
     .venv/bin/python benchmarks/moderation_eval.py --data-dir ../shared/data/moderation --cache-dir .cache/moderation
 
 Prints a table on stderr and exactly one JSON line on stdout.
@@ -16,11 +17,13 @@ Prints a table on stderr and exactly one JSON line on stdout.
   source has a violence/graphic positive) and ``overall`` (unsafe = any category positive, safe = every
   label a known 0; score = the highest category score). ``per_source`` has each source's own figures
   and ``gpt-demo`` the run that leaves the team's examples out (the only violence/graphic positives).
-  Two recipes run side by side on the same rows and the same (v2) labels:
-  ``v1`` is the previous head (the sentence embedding alone, label map v1, the first 510 team examples),
-  ``v2`` the shipped one (``TrainConfig()``'s defaults). ``xstest_fpr`` is the share of XSTest's 250
-  safe prompts flagged by the head that never saw XSTest, at that head's thresholds.
-- ``test``: the shipped head (and today's, ``moderation_head_v1.safetensors``) on the held-out test
+  Recipes run on the same rows and the same (v2) labels: ``v1`` the first head (the sentence
+  embedding alone, label map v1, the first 510 team examples), ``v2`` the previous one (label map v2,
+  the MLP + logistic-regression blend, the per-category look-alike rule), ``v3`` the shipped one
+  (``TrainConfig()``'s defaults: v2 plus look-alikes weighted in training and at most
+  ``lookalike_flag_rate`` of them flagged by any category). ``xstest_fpr`` is the share of XSTest's
+  250 safe prompts flagged by the head that never saw XSTest, at that head's thresholds.
+- ``test``: the shipped head (and the previous one, ``moderation_head_v2.safetensors``) on the held-out test
   split of the shipped run (seed and fractions from the thresholds JSON; 15 % of every (source, label)
   group, never trained on, not used for thresholds): AUPRC, F1 / precision / recall at the shipped thresholds.
 - ``false_positives``: flagged share of XSTest's safe prompts (all 250; 70 % are in the train split, so
@@ -67,8 +70,8 @@ from gpt_demo.moderation.train import (  # noqa: E402
     fit_head,
 )
 
-V1_HEAD = DATA_DIR / "moderation_head_v1.safetensors"
-V1_THRESHOLDS = DATA_DIR / "moderation_thresholds_v1.json"
+PREVIOUS_HEAD = DATA_DIR / "moderation_head_v2.safetensors"  # the head before this one, kept for comparison
+PREVIOUS_THRESHOLDS = DATA_DIR / "moderation_thresholds_v2.json"
 ORDINARY = [
     "What is the capital of France?",
     "Could you recommend a good book for a long flight?",
@@ -101,13 +104,18 @@ def overall(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def recipes(base: TrainConfig, tmp: Path) -> dict[str, TrainConfig]:
-    """``v1``: the previous head (features, label map, team examples of batch 1); ``v2``: the shipped defaults."""
-    v1_examples = tmp / "moderation_examples_v1.jsonl"
-    rows = [r for r in read_jsonl(base.examples or EXAMPLES_PATH) if (r.get("meta") or {}).get("batch", 1) == 1]
-    v1_examples.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    v1 = dataclasses.replace(base, features=("emb",), label_map="v1", examples=v1_examples, focal_gamma=0.0, hidden=256, blend=0.0,
-                             lookalike_fpr=0.0, threshold_folds=5)
-    return {"v1": v1, "v2": base}
+    """``v1``: the first head (features, label map, team examples of batch 1); ``v2``: the previous head (batches 1-2,
+    the per-category look-alike rule only, look-alikes weighted like any row); ``v3``: the shipped defaults."""
+    def examples(last_batch: int) -> Path:
+        path = tmp / f"moderation_examples_to_batch_{last_batch}.jsonl"
+        rows = [r for r in read_jsonl(base.examples or EXAMPLES_PATH) if (r.get("meta") or {}).get("batch", 1) <= last_batch]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return path
+
+    v1 = dataclasses.replace(base, features=("emb",), label_map="v1", examples=examples(1), focal_gamma=0.0, hidden=256, blend=0.0,
+                             lookalike_fpr=0.0, threshold_folds=5, lookalike_flag_rate=1.0, lookalike_weight=1.0)
+    v2 = dataclasses.replace(base, examples=examples(2), lookalike_flag_rate=1.0, lookalike_weight=1.0)
+    return {"v1": v1, "v2": v2, "v3": base}
 
 
 def loso(cfg: TrainConfig, eval_rows, x_cache, name: str) -> dict:
@@ -182,7 +190,7 @@ def main(argv=None) -> int:
     p.add_argument("--head", type=Path, default=HEAD_PATH)
     p.add_argument("--thresholds", type=Path, default=THRESHOLDS_PATH)
     p.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out runs")
-    p.add_argument("--recipes", nargs="*", default=["v1", "v2"], choices=["v1", "v2"], help="LOSO recipes to run")
+    p.add_argument("--recipes", nargs="*", default=["v2", "v3"], choices=["v1", "v2", "v3"], help="LOSO recipes to run")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training the LOSO heads")
     args = p.parse_args(argv)
     t0 = time.time()
@@ -215,15 +223,15 @@ def main(argv=None) -> int:
     head, thresholds = Head.load(args.head), load_thresholds(args.thresholds)
     out: dict = {"benchmark": "moderation_eval", "head": args.head.name, "model": f"gpt-demo-moderation-{head.version}",
                  "features": list(head.features), "thresholds": thresholds, "test_rows": len(test), "test": {}}
-    heads = {"v2": (head, thresholds)}
-    if V1_HEAD.is_file() and args.head == HEAD_PATH:
-        heads["v1"] = (Head.load(V1_HEAD), load_thresholds(V1_THRESHOLDS))
+    heads = {"v3": (head, thresholds)}
+    if PREVIOUS_HEAD.is_file() and args.head == HEAD_PATH:
+        heads["v2"] = (Head.load(PREVIOUS_HEAD), load_thresholds(PREVIOUS_THRESHOLDS))
     labels = label_matrix(test)
     for name, (h, th) in heads.items():
         t = test_split(h, th, test, x_cache)
         scores = t.pop("scores")
         out["test"][name] = t
-        if name == "v2":
+        if name == "v3":
             real = np.array([r.source != "gpt-demo" for r in test])
             ev_real = evaluate(scores[real], labels[real], th)
             out["test_real_only"] = {c: {k: ev_real[c].get(k) for k in ("n_pos", "auprc", "f1")} for c in CATEGORIES}
@@ -262,7 +270,7 @@ def main(argv=None) -> int:
 
 def table(out: dict) -> None:
     lo = out.get("loso", {})
-    names = [n for n in ("v1", "v2") if n in lo]
+    names = [n for n in ("v1", "v2", "v3") if n in lo]
     if names:
         log("\nleave-one-source-out AUPRC (pooled over the public sources)")
         log("| category | " + " | ".join(names) + " |")

@@ -110,13 +110,12 @@ def test_a_string_gives_one_result_and_a_list_gives_a_list():
 
 # -- categories -------------------------------------------------------------------------
 # Known misses of the shipped head, kept visible rather than deleted: strict, so a head that flags them fails here
-# until the entry is removed. (v2 scores this text hate 0.90, violence 0.885, hate/threatening 0.64: each just under
-# its threshold, 0.918, 0.887 and 0.789, so it is not flagged at all.)
+# until the entry is removed.
 KNOWN_MISSES = {("hate/threatening", "Let's burn every synagogue in this town to the ground with the Jews locked inside.")}
 
 
 @pytest.mark.parametrize("category,text", [
-    pytest.param(c, t, marks=pytest.mark.xfail(strict=True, reason="known miss of the v2 head")) if (c, t) in KNOWN_MISSES else (c, t)
+    pytest.param(c, t, marks=pytest.mark.xfail(strict=True, reason="known miss of the shipped head")) if (c, t) in KNOWN_MISSES else (c, t)
     for c, ts in FLAGGED.items() for t in ts
 ])
 def test_flagged_example_for_every_category(results, category, text):
@@ -310,18 +309,75 @@ def test_train_config_validation_names_the_field():
         TrainConfig(features=("emb", "max9"))
     with pytest.raises(ValueError, match="focal_gamma=9"):
         TrainConfig(focal_gamma=9)
+    with pytest.raises(ValueError, match=r"lookalike_flag_rate=0 .*\(0, 1\]"):
+        TrainConfig(lookalike_flag_rate=0)
+    with pytest.raises(ValueError, match="lookalike_weight=0.5 .*>= 1"):
+        TrainConfig(lookalike_weight=0.5)
 
 
-def test_response_names_the_classifier_version_and_v1_still_loads():
+def test_response_names_the_classifier_version_and_v2_still_loads():
     from gpt_demo.moderation import DATA_DIR, get_moderator, moderation_response
 
     shipped = Head.load(HEAD_PATH)
     assert moderation_response("hello")["model"] == f"gpt-demo-moderation-{shipped.version}" == get_moderator().model_id \
-        == "gpt-demo-moderation-2"
-    v1 = ModerationConfig(head_path=DATA_DIR / "moderation_head_v1.safetensors",
-                          thresholds_path=DATA_DIR / "moderation_thresholds_v1.json")
-    old = moderate("I want to kill him", config=v1)
-    assert Head.load(v1.head_path).features == ("emb",) and old.categories["violence"]
+        == "gpt-demo-moderation-3"
+    v2 = ModerationConfig(head_path=DATA_DIR / "moderation_head_v2.safetensors",
+                          thresholds_path=DATA_DIR / "moderation_thresholds_v2.json")
+    old = moderate("I want to kill him", config=v2)
+    assert Head.load(v2.head_path).features == ("emb",) and old.categories["violence"]
+    assert old.category_scores != moderate("I want to kill him").category_scores  # another head, not the same file
+
+
+# -- the look-alike rules ------------------------------------------------------------------
+def _rule_config(**kw):
+    from gpt_demo.moderation.config import TrainConfig
+
+    return TrainConfig(min_val_positives=1, threshold_prevalence=0.0, lookalike_fpr=0.0, **kw)
+
+
+def _rule_data():
+    """One column per category; violence's positives at 0.6-0.95, two look-alikes (rows 10, 11) at 0.7 and 0.8."""
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.0, 0.3, size=(12, len(CATEGORIES)))
+    labels = np.zeros_like(scores)
+    v = CATEGORIES.index("violence")
+    scores[:10, v] = np.linspace(0.6, 0.95, 10)
+    labels[:10, v] = 1
+    scores[10, v], scores[11, v] = 0.7, 0.8
+    lookalike = np.zeros(12, dtype=bool)
+    lookalike[10:] = True
+    return scores, labels, lookalike, v
+
+
+def test_the_joint_rule_unflags_lookalikes_within_the_recall_floor():
+    from gpt_demo.moderation.train import choose_thresholds
+
+    scores, labels, lookalike, v = _rule_data()
+    plain = choose_thresholds(scores, labels, _rule_config(lookalike_flag_rate=1.0), lookalike)
+    assert plain["violence"] <= 0.6  # best F1 catches every positive, and both look-alikes with them
+    # At most 1 of 2 look-alikes may stay flagged: the one at 0.7 is unflagged, the cheaper of the two.
+    half = choose_thresholds(scores, labels, _rule_config(lookalike_flag_rate=0.5, lookalike_recall=1.0), lookalike)
+    assert half["violence"] == 0.7001
+    flagged = (scores[lookalike] >= np.array([half[c] for c in CATEGORIES])).any(1)
+    assert flagged.tolist() == [False, True]
+    # None may stay flagged, but 70 % of the recall must: the 7th positive (0.7167) is as high as violence may go,
+    # so the look-alike at 0.7 is unflagged and the one at 0.8 stays.
+    floor = choose_thresholds(scores, labels, _rule_config(lookalike_flag_rate=0.01, lookalike_recall=0.7), lookalike)
+    assert floor["violence"] == 0.7001 and (scores[:10, v] >= floor["violence"]).sum() == 7
+    # With an 80 % floor (0.6778) neither can be unflagged: the thresholds stay where best F1 put them.
+    assert choose_thresholds(scores, labels, _rule_config(lookalike_flag_rate=0.01, lookalike_recall=0.8),
+                             lookalike) == plain
+    assert choose_thresholds(scores, labels, _rule_config(lookalike_flag_rate=0.01, lookalike_recall=1.0),
+                             lookalike)["violence"] == 0.8001  # no floor: both unflagged
+
+
+def test_lookalikes_weigh_more_in_training():
+    from gpt_demo.moderation.train import Row, row_weights
+
+    rows = [Row(id=str(i), source="gpt-demo", text=f"t{i}", labels=np.zeros(len(CATEGORIES), np.float32),
+                benign_lookalike=i == 0) for i in range(4)]
+    w = row_weights(rows, _rule_config(lookalike_weight=4.0))
+    assert w[0] == pytest.approx(4 * w[1]) and w.mean() == pytest.approx(1.0)
 
 
 def test_label_map_v2_adds_what_each_source_implies():
@@ -343,7 +399,7 @@ def test_every_team_example_states_its_purpose():
     from gpt_demo.moderation.train import read_jsonl
 
     rows = read_jsonl(EXAMPLES_PATH)
-    assert rows and all(r["meta"].get("purpose") and r["meta"].get("batch") in (1, 2) for r in rows)
+    assert rows and all(r["meta"].get("purpose") and r["meta"].get("batch") in (1, 2, 3) for r in rows)
     assert len({r["id"] for r in rows}) == len(rows)
 
 

