@@ -68,8 +68,10 @@ def _free_port() -> int:
 
 def _pip(python: Path, *args: str, timeout: int = 600) -> None:
     # --retries 0: the Space's extra index (download.pytorch.org) is unreachable here and fails at once.
+    # --no-compile: no .pyc for all of torch, gradio and transformers up front (most of the install's time);
+    # app.py compiles what it imports.
     proc = subprocess.run([str(python), "-m", "pip", "install", "--retries", "0", "--disable-pip-version-check",
-                           *args], capture_output=True, text=True, timeout=timeout)
+                           "--no-compile", *args], capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"pip install {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 

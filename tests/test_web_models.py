@@ -125,8 +125,7 @@ def test_chat_rank_reward_ppo_then_chat_with_the_new_adapter_all_in_one_app(web,
 
     client = Client(web["url"], verbose=False)
     sampled = [0.9, 0.95, 16, "", 0.0, 0.0, 1, "3", "", ""]
-    for prompt in ("Explain photosynthesis to a ten-year-old.", "Write a haiku about the sea.",
-                   "How do I apologise to a friend I upset?", "Give me three tips for a job interview."):
+    for prompt in ("Explain photosynthesis to a ten-year-old.", "How do I apologise to a friend I upset?"):
         out = client.predict(prompt, 3, *sampled, api_name="/rank_generate")
         answers = [box["value"] for box in out[:3]]
         status, _ = client.predict(prompt, 3, *answers, "", "", "", "1", "2", "3", None, None, None,
