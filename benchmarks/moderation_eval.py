@@ -1,7 +1,7 @@
 """Moderation quality on sources held out from training, the test split, false positives and latency.
 
-    .venv/bin/python benchmarks/moderation_eval.py                    # everything (~40 min on 2 cores, first run ~10 min more for MiniLM)
-    .venv/bin/python benchmarks/moderation_eval.py --no-loso          # test split, false positives, latency (~2 min with a warm cache)
+    .venv/bin/python benchmarks/moderation_eval.py                    # everything (~15 min on 2 cores, first run ~10 min more for MiniLM)
+    .venv/bin/python benchmarks/moderation_eval.py --no-loso          # test split, false positives, latency (~1 min with a warm cache)
     .venv/bin/python benchmarks/moderation_eval.py --recipes v3       # leave-one-source-out for the shipped recipe only
     .venv/bin/python benchmarks/moderation_eval.py --recipes v2 > v2.json & .venv/bin/python benchmarks/moderation_eval.py --recipes v3 > v3.json   # both, on 2 cores
     .venv/bin/python benchmarks/moderation_eval.py --recipes v1 v2 v3 # the first head's recipe too
@@ -19,9 +19,9 @@ Prints a table on stderr and exactly one JSON line on stdout.
   and ``gpt-demo`` the run that leaves the team's examples out (the only violence/graphic positives).
   Recipes run on the same rows and the same (v2) labels: ``v1`` the first head (the sentence
   embedding alone, label map v1, the first 510 team examples), ``v2`` the previous one (label map v2,
-  the MLP + logistic-regression blend, the per-category look-alike rule), ``v3`` the shipped one
-  (``TrainConfig()``'s defaults: v2 plus look-alikes weighted in training and at most
-  ``lookalike_flag_rate`` of them flagged by any category). ``xstest_fpr`` is the share of XSTest's
+  the MLP + logistic-regression blend, the per-category look-alike rule, the team's examples of
+  batches 1-2), ``v3`` the shipped one (``TrainConfig()``'s defaults: v2 plus the team's batch 3 and
+  at most ``lookalike_flag_rate`` of the validation look-alikes flagged by any category). ``xstest_fpr`` is the share of XSTest's
   250 safe prompts flagged by the head that never saw XSTest, at that head's thresholds.
 - ``test``: the shipped head (and the previous one, ``moderation_head_v2.safetensors``) on the held-out test
   split of the shipped run (seed and fractions from the thresholds JSON; 15 % of every (source, label)

@@ -371,6 +371,15 @@ def test_the_joint_rule_unflags_lookalikes_within_the_recall_floor():
                              lookalike)["violence"] == 0.8001  # no floor: both unflagged
 
 
+@pytest.mark.timeout(30)
+def test_the_joint_rule_ends_when_a_lookalike_scores_above_every_threshold_it_may_take():
+    from gpt_demo.moderation.train import unflag_lookalikes
+
+    scores = np.array([[0.9, 0.1], [0.99995, 0.1]])  # the look-alike (row 1) is above the 0.9999 ceiling
+    labels = np.array([[1.0, 0.0], [0.0, 0.0]])
+    assert unflag_lookalikes({"a": 0.5, "b": 0.5}, scores, labels, np.array([False, True]), 0.0) == {"a": 0.5, "b": 0.5}
+
+
 def test_lookalikes_weigh_more_in_training():
     from gpt_demo.moderation.train import Row, row_weights
 

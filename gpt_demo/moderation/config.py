@@ -95,8 +95,8 @@ class TrainConfig:
     )
     lookalike_recall: float = field(
         default=0.8,
-        metadata={"help": "...but never raise it so far that less than this share of the validation positives it caught stays "
-                  "caught (1: no limit)."},
+        metadata={"help": "...but never raise it (nor let the joint rule below raise it) so far that less than this share of "
+                  "the validation positives the F1-best threshold caught stays caught (1: no limit)."},
     )
     lookalike_flag_rate: float = field(
         default=0.03,

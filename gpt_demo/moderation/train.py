@@ -37,7 +37,7 @@ split's benign look-alikes (XSTest safe prompts, the team's all-negative rows) r
 more than ``lookalike_flag_rate`` of those look-alikes is flagged by any category, the one cheapest
 to unflag (least validation recall lost) is unflagged (``unflag_lookalikes``): eight per-category
 allowances would otherwise add up. Neither rule takes a category below ``lookalike_recall`` of the
-recall its F1-best threshold had. ``lookalike_weight`` can weigh the look-alikes more in training
+recall its F1-best threshold had (a category under ``min_val_positives`` has none to keep). ``lookalike_weight`` can weigh the look-alikes more in training
 (off by default: see the option's help). The test split is never used; ``benchmarks/moderation_eval.py``
 reads it.
 
@@ -477,7 +477,8 @@ def choose_thresholds(scores: np.ndarray, labels: np.ndarray, cfg: TrainConfig,
     """Per category: the F1-best threshold, raised (when ``lookalike`` marks rows and ``cfg.lookalike_fpr`` > 0) until
     at most that share of the benign look-alikes among these rows score at or above it; then raised together until at
     most ``cfg.lookalike_flag_rate`` of them is flagged by any category (``unflag_lookalikes``). Neither rule raises a
-    threshold so far that less than ``cfg.lookalike_recall`` of the positives the F1-best one caught stay caught."""
+    threshold so far that less than ``cfg.lookalike_recall`` of the positives the F1-best one caught stay caught; a
+    category with fewer than ``cfg.min_val_positives`` positives has no recall to keep and may go up to 0.99."""
     out, caps = {}, {}
     for j, name in enumerate(CATEGORIES):
         known = ~np.isnan(labels[:, j])
@@ -504,12 +505,12 @@ def choose_thresholds(scores: np.ndarray, labels: np.ndarray, cfg: TrainConfig,
 def unflag_lookalikes(thresholds: dict[str, float], scores: np.ndarray, labels: np.ndarray, lookalike: np.ndarray,
                       rate: float, caps: dict[str, float] | None = None) -> dict[str, float]:
     """Raise thresholds (in the scores' column order) until at most ``rate`` of the look-alikes is flagged by *any*
-    category, or until every flagged one would need a threshold above its ``caps`` entry.
+    category, or until every flagged one would need a threshold above its ``caps`` entry (default 0.99).
 
     Greedy, one look-alike at a time: of the flagged ones that can be unflagged within the caps, the one whose
     unflagging loses the least recall (summed over the categories that flag it, each as a share of that category's
     positives) is unflagged by raising each of those thresholds just above its score. Every step unflags at least
-    one row, so it ends.
+    one row, so it ends. A category without positives here costs nothing to raise (there is no recall to keep).
 
         >>> s = np.array([[0.9, 0.2], [0.6, 0.7], [0.95, 0.1]]); y = np.array([[1, 0], [0, 0], [0, 1]])
         >>> unflag_lookalikes({"a": 0.5, "b": 0.5}, s, y, np.array([False, True, False]), 0.0)
@@ -537,7 +538,7 @@ def unflag_lookalikes(thresholds: dict[str, float], scores: np.ndarray, labels: 
             for j, c in enumerate(names):
                 if look[i, j] >= t[c]:
                     raised[c] = round(min(float(look[i, j]) + 1e-4, 0.9999), 4)
-                    if raised[c] > caps.get(c, 1.0):
+                    if raised[c] > caps.get(c, 0.99) or raised[c] <= look[i, j]:  # beyond the cap, or cannot unflag
                         break
                     pos = positives[j]
                     cost += float(((pos >= t[c]) & (pos < raised[c])).sum()) / max(len(pos), 1)
@@ -626,7 +627,8 @@ def train(cfg: TrainConfig, *, log=None, encode_fn: Callable | None = None) -> T
         f"negatives down-weighted so positives are at least {cfg.threshold_prevalence:.0%} of them "
         f"(0.5 when fewer than {cfg.min_val_positives} positives), then raised until at most {cfg.lookalike_fpr:.0%} of that "
         f"split's benign look-alikes (XSTest safe prompts, the team's hard negatives) reach it, then raised together until at "
-        f"most {cfg.lookalike_flag_rate:.0%} of them is flagged by any category; the epoch was chosen on the validation split",
+        f"most {cfg.lookalike_flag_rate:.0%} of them is flagged by any category; neither step below {cfg.lookalike_recall:.0%} "
+        f"of the recall the F1-best threshold had; the epoch was chosen on the validation split",
         "validation": evaluate(val_scores, y_va, thresholds),
         "best_epoch": info["best_epoch"],
         "linear_best_epoch": info.get("linear_best_epoch"),
