@@ -422,7 +422,7 @@ def test_ppo_raises_reward_with_kl_below_bound(home_settings):
     def contains_word(prompts, answers):  # +1 when the answer contains the target word
         return [1.0 if PPO_WORD in a.lower() else 0.0 for a in answers]
 
-    cfg = PPOTrainConfig(out="tiny-ppo", steps=8, batch_size=8, mini_batch_size=4, ppo_epochs=2, max_new_tokens=8,
+    cfg = PPOTrainConfig(out="tiny-ppo", steps=6, batch_size=8, mini_batch_size=4, ppo_epochs=2, max_new_tokens=8,
                          learning_rate=3e-4, beta=0.1, eval_samples=16, device="cpu", progress=False)
     result = train_ppo(PPO_PROMPTS, cfg, settings=home_settings, reward_fn=contains_word)
     m = result.metrics

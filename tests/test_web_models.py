@@ -136,7 +136,7 @@ def test_chat_rank_reward_ppo_then_chat_with_the_new_adapter_all_in_one_app(web,
     assert status.startswith("Saved **reward** adapter **loop-rm**"), status
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "Say something kind."}\n{"prompt": "Describe the sea."}\n')
-    status, _, table = client.submit("ppo", "upload", handle_file(str(prompts)), "loop-ppo", 2, 1e-4, 0.1,
+    status, _, table = client.submit("ppo", "upload", handle_file(str(prompts)), "loop-ppo", 1, 1e-4, 0.1,
                                      "loop-rm", api_name="/train").result(timeout=900)
     assert status.startswith("Saved **ppo** adapter **loop-ppo**"), status
     label = f"{engine.model_name}:loop-ppo"
