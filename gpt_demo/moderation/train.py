@@ -37,9 +37,9 @@ split's benign look-alikes (XSTest safe prompts, the team's all-negative rows) r
 more than ``lookalike_flag_rate`` of those look-alikes is flagged by any category, the one cheapest
 to unflag (least validation recall lost) is unflagged (``unflag_lookalikes``): eight per-category
 allowances would otherwise add up. Neither rule takes a category below ``lookalike_recall`` of the
-recall its F1-best threshold had (a category under ``min_val_positives`` has none to keep). ``lookalike_weight`` can weigh the look-alikes more in training
-(off by default: see the option's help). The test split is never used; ``benchmarks/moderation_eval.py``
-reads it.
+recall its F1-best threshold had (a category under ``min_val_positives`` has none to keep).
+``lookalike_weight`` can weigh the look-alikes more in training (off by default: see the option's
+help). The test split is never used; ``benchmarks/moderation_eval.py`` reads it.
 
 Training is deterministic for a given seed (torch CPU, fixed generator): the same data and seed give
 the same weights and thresholds, bit for bit (the safetensors header may list
