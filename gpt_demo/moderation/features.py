@@ -17,8 +17,9 @@ A spec is a tuple of block names, each a 384-d L2-normalised vector:
 
 One MiniLM forward pass gives every block. Only the layers a spec reads are kept and pooled: the
 shipped ``("emb",)`` asks for the last layer alone, as ``gpt_demo.embeddings`` does, and gets the same
-numbers as when every layer was kept (``last_hidden_state`` is the last entry of ``hidden_states``). Tokenizing shares ``gpt_demo.embeddings``' lock: one call at a time on the shared
-fast tokenizer, the forward passes side by side.
+numbers as when every layer was kept (``last_hidden_state`` is the last entry of ``hidden_states``).
+Tokenizing shares ``gpt_demo.embeddings``' lock: one call at a time on the shared fast tokenizer,
+the forward passes side by side.
 """
 
 from __future__ import annotations
