@@ -83,6 +83,10 @@ def test_chat_streams_a_reply_in_the_browser(page, engine):
     page.get_by_text("Parameters").first.click()
     page.fill("#chat-temperature input[type=number]", "0")
     page.press("#chat-temperature input[type=number]", "Tab")
+    # The slider has taken the value when its range input moves too; only then does Send read temperature 0
+    # (once, under load, Send went out first and the answer was sampled at 0.3).
+    page.wait_for_function("() => document.querySelector('#chat-temperature input[type=range]').value === '0'",
+                           timeout=30_000)
     page.evaluate(RECORD_REPLIES)
     page.fill("#chat-input textarea", question)
     page.click("#chat-send")
