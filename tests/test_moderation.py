@@ -510,3 +510,16 @@ def test_a_head_with_bad_metadata_or_tensors_is_refused_by_name(tmp_path):
     lopsided.save(tmp_path / "h.safetensors")
     with pytest.raises(RuntimeError, match=r"w0 of shape \(8, 5\)"):
         Head.load(tmp_path / "h.safetensors")
+
+
+def test_a_spec_keeps_only_its_layers_and_each_block_is_the_same_alone_or_combined():
+    from gpt_demo.moderation.features import encode, layers_needed
+    from gpt_demo.embeddings import embed
+
+    assert layers_needed(("emb",)) == (6,) and layers_needed(("max0", "emb", "mean3", "max6")) == (0, 3, 6)
+    texts = ["I want to kill him", "How do I kill a Python process? It hangs."]
+    combined = encode(texts, ("emb", "max6", "mean3", "max0"))
+    for k, block in enumerate(("emb", "max6", "mean3", "max0")):
+        np.testing.assert_array_equal(combined[:, 384 * k:384 * (k + 1)], encode(texts, (block,)), err_msg=block)
+    # The last-layer-only path the shipped head takes is the sentence embedding itself.
+    np.testing.assert_allclose(encode(texts, ("emb",)), embed(texts, progress=False), atol=1e-6)

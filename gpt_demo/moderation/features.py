@@ -37,10 +37,14 @@ def _normalise(a: np.ndarray) -> np.ndarray:
     return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-6)
 
 
+def _layer(name: str) -> int:
+    """The MiniLM layer a block reads: ``emb`` the last, ``meanK`` / ``maxK`` layer K."""
+    return LAYERS - 1 if name == "emb" else int(name[4:] if name.startswith("mean") else name[3:])
+
+
 def layers_needed(spec: Sequence[str]) -> tuple[int, ...]:
     """The MiniLM layers a spec reads, in order: ``("emb", "max6")`` -> ``(6,)``; ``("emb", "mean3")`` -> ``(3, 6)``."""
-    return tuple(sorted({LAYERS - 1 if name == "emb" else int(name[4:] if name.startswith("mean") else name[3:])
-                         for name in check_spec(spec)}))
+    return tuple(sorted({_layer(name) for name in check_spec(spec)}))
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, spec: Sequence[str], layers: Sequence[int] = tuple(range(LAYERS))) -> np.ndarray:
@@ -50,14 +54,7 @@ def pool(hidden: np.ndarray, mask: np.ndarray, spec: Sequence[str], layers: Sequ
     counts = np.maximum(m.sum(2), 1.0)  # (B, 1, 1)
     means = (hidden * m).sum(2) / counts  # (B, L, 384)
     maxs = np.where(m > 0, hidden, -1e4).max(2) if any(n.startswith("max") for n in spec) else None  # pads never win
-    blocks = []
-    for name in spec:
-        if name == "emb":
-            blocks.append(_normalise(means[:, at[LAYERS - 1]]))
-        elif name.startswith("mean"):
-            blocks.append(_normalise(means[:, at[int(name[4:])]]))
-        else:
-            blocks.append(_normalise(maxs[:, at[int(name[3:])]]))
+    blocks = [_normalise((maxs if name.startswith("max") else means)[:, at[_layer(name)]]) for name in spec]
     return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
