@@ -294,6 +294,21 @@ def test_two_runs_with_the_same_seed_give_the_same_thresholds(tiny):
     assert all(np.array_equal(ha.tensors()[k], hb.tensors()[k]) for k in ha.tensors())  # the weights too, bit for bit
     # ...and the seed is what fixes them: another seed draws another split and another initialisation.
     assert not np.array_equal(hc.w1, ha.w1)
+    # Neither claims the shipped head's name: their settings differ from the shipped recipe's, and from each other.
+    assert ha.version == a.report["version"] and a.report["model"] == f"gpt-demo-moderation-{ha.version}"
+    assert ha.version.startswith("3+") and hc.version.startswith("3+") and hc.version != ha.version
+
+
+def test_only_the_shipped_recipe_is_called_version_3(tmp_path, monkeypatch):
+    from gpt_demo.moderation.config import REPO_ROOT, TrainConfig
+
+    monkeypatch.chdir(REPO_ROOT)  # the JSON's paths are relative to the repository
+    report = json.loads(THRESHOLDS_PATH.read_text())
+    shipped = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].items()})
+    assert shipped.version == TrainConfig().version == report["version"] == "3"
+    assert TrainConfig(out_dir=tmp_path, cache_dir=tmp_path / "c", data_dir=tmp_path).version == "3"  # places don't count
+    other = {TrainConfig(epochs=5).version, TrainConfig(epochs=6).version, TrainConfig(lookalike_weight=4.0).version}
+    assert len(other) == 3 and all(v.startswith("3+") and len(v) == 10 for v in other)
 
 
 def test_train_config_validation_names_the_field():

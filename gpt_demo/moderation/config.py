@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -159,6 +161,20 @@ class TrainConfig:
         if self.weight_decay < 0 or self.source_balance < 0:
             raise ValueError("weight_decay and source_balance must be >= 0")
 
+    @property
+    def version(self) -> str:
+        """``HEAD_VERSION`` for the shipped recipe; any other adds a digest of what differs: ``3+5f0c2e1a``.
+
+        Where the data, the head and the cache live does not count (``data_dir``, ``out_dir``, ``cache_dir``);
+        everything else does, so a head retrained with other settings never claims the shipped head's name.
+        """
+        default = TrainConfig()
+        changed = {f.name: str(_comparable(getattr(self, f.name))) for f in fields(self) if f.name not in _PLACES
+                   and _comparable(getattr(self, f.name)) != _comparable(getattr(default, f.name))}
+        if not changed:
+            return HEAD_VERSION
+        return f"{HEAD_VERSION}+{hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]}"
+
     def to_dict(self) -> dict:
         """JSON-ready values; paths relative to the repository root, so the shipped JSON names no machine."""
 
@@ -168,6 +184,13 @@ class TrainConfig:
             return list(v) if isinstance(v, tuple) else v
 
         return {k: plain(v) for k, v in asdict(self).items()}
+
+
+_PLACES = ("data_dir", "out_dir", "cache_dir")
+
+
+def _comparable(value):
+    return Path(value).resolve() if isinstance(value, Path) else value
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:

@@ -43,7 +43,8 @@ help). The test split is never used; ``benchmarks/moderation_eval.py`` reads it.
 
 Training is deterministic for a given seed (torch CPU, fixed generator): the same data and seed give
 the same weights and thresholds, bit for bit (the safetensors header may list
-its metadata in another order). Features are cached in ``cache_dir`` keyed by text
+its metadata in another order). The head's version is ``TrainConfig.version``: ``3`` for the shipped
+settings, ``3+<digest>`` for any other. Features are cached in ``cache_dir`` keyed by text
 hash and block, so a rerun skips MiniLM (first run: about 10 minutes on 2 cores).
 """
 
@@ -65,7 +66,6 @@ from ..util import read_jsonl, replacing  # noqa: F401 (the one JSONL reader; te
 from .classifier import CATEGORIES, CODES, HEAD_PATH, THRESHOLDS_PATH, Head
 from .config import (
     EMBEDDING_MODEL,
-    HEAD_VERSION,
     TrainConfig,
     add_config_args,
     config_from_args,
@@ -450,7 +450,7 @@ def _to_head(model, cfg: TrainConfig) -> Head:
     linears = [m for m in model if m.__class__.__name__ == "Linear"]
     arr = lambda t: t.detach().cpu().numpy().astype(np.float32).copy()  # noqa: E731
     meta = {"embedding_model": EMBEDDING_MODEL, "hidden": cfg.hidden, "activation": "relu",
-            "features": json.dumps(list(cfg.features)), "version": HEAD_VERSION}
+            "features": json.dumps(list(cfg.features)), "version": cfg.version}
     if cfg.hidden:
         return Head(w1=arr(linears[0].weight), b1=arr(linears[0].bias), w2=arr(linears[1].weight), b2=arr(linears[1].bias), metadata=meta)
     return Head(w2=arr(linears[0].weight), b2=arr(linears[0].bias), metadata=meta)
@@ -637,8 +637,8 @@ def train(cfg: TrainConfig, *, log=None, encode_fn: Callable | None = None) -> T
         "sources": sorted({r.source for r in rows}),
         "embedding_model": EMBEDDING_MODEL,
         "features": list(cfg.features),
-        "version": HEAD_VERSION,
-        "model": f"gpt-demo-moderation-{HEAD_VERSION}",
+        "version": cfg.version,
+        "model": f"gpt-demo-moderation-{cfg.version}",
         "probe_scores": {t: [round(float(v), 6) for v in row] for t, row in zip(PROBES, head.scores(probe_x))},
         "config": cfg.to_dict(),
     }
