@@ -18,7 +18,7 @@ Prints a table on stderr and exactly one JSON line on stdout.
   label a known 0; score = the highest category score). ``per_source`` has each source's own figures
   and ``gpt-demo`` the run that leaves the team's examples out (the only violence/graphic positives).
   Recipes run on the same rows and the same (v2) labels: ``v1`` the first head (the sentence
-  embedding alone, label map v1, the first 510 team examples), ``v2`` the previous one (label map v2,
+  embedding alone, label map v1, the first 510 team examples), ``v2`` the second (label map v2,
   the MLP + logistic-regression blend, the per-category look-alike rule, the team's examples of
   batches 1-2), ``v3`` the previous head (v2 plus the team's batch 3 and at most ``lookalike_flag_rate``
   of the validation look-alikes flagged by any category: ``TrainConfig(tuned_layers=0)``). The shipped
@@ -107,7 +107,7 @@ def overall(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def recipes(base: TrainConfig, tmp: Path) -> dict[str, TrainConfig]:
-    """``v1``: the first head (features, label map, team examples of batch 1); ``v2``: the previous head (batches 1-2,
+    """``v1``: the first head (features, label map, team examples of batch 1); ``v2``: the second head (batches 1-2,
     the per-category look-alike rule only, look-alikes weighted like any row); ``v3``: the previous head (the shipped
     defaults without tuned layers). None tunes MiniLM: ``moderation_finetune.py`` measures that."""
     def examples(last_batch: int) -> Path:

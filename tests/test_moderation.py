@@ -238,8 +238,8 @@ def test_shipped_files_load_and_reproduce_the_training_scores():
     assert set(load_thresholds(THRESHOLDS_PATH)) == set(CATEGORIES)
     probes = report["probe_scores"]  # written right after training
     now = {t: [r.category_scores[c] for c in CATEGORIES] for t, r in zip(probes, moderate(list(probes)))}
-    for text, scores in probes.items():
-        np.testing.assert_allclose(now[text], scores, atol=1e-5, err_msg=text)
+    for text, scores in probes.items():  # float16 states: another CPU's last-bit jitter can move a rounding step
+        np.testing.assert_allclose(now[text], scores, atol=2e-4, err_msg=text)
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +302,7 @@ def test_two_runs_with_the_same_seed_give_the_same_thresholds(tiny):
     assert ha.tuned_layers == 2 and any(k.startswith("tuned.layers.1.") for k in ha.tensors())
     now = moderate(list(a.report["probe_scores"]), config=ModerationConfig(head_path=a.head_path, thresholds_path=a.thresholds_path))
     for (text, scores), r in zip(a.report["probe_scores"].items(), now):
-        np.testing.assert_allclose([r.category_scores[c] for c in CATEGORIES], scores, atol=1e-5, err_msg=text)
+        np.testing.assert_allclose([r.category_scores[c] for c in CATEGORIES], scores, atol=2e-4, err_msg=text)
 
 
 def test_only_the_shipped_recipe_is_called_version_4(tmp_path, monkeypatch):
@@ -340,6 +340,10 @@ def test_train_config_validation_names_the_field():
         TrainConfig(tuned_blend=0)
     with pytest.raises(ValueError, match="threshold_folds=5 .*tuned_layers=0"):
         TrainConfig(threshold_folds=5)
+    with pytest.raises(ValueError, match="val_fraction=0 .*tuned_layers=2"):
+        TrainConfig(val_fraction=0)
+    with pytest.raises(ValueError, match="tuned_layers=True"):
+        TrainConfig(tuned_layers=True)
     assert TrainConfig(threshold_folds=5, tuned_layers=0).threshold_folds == 5
 
 
@@ -530,12 +534,12 @@ def test_a_head_with_bad_metadata_or_tensors_is_refused_by_name(tmp_path):
     for meta, message in (({"blend": "2"}, r"blend=2.0; allowed: 0 <= blend <= 1"),
                           ({"features": "[emb"}, r"unreadable metadata \(blend, features\)")):
         bad = Head(w2=shipped.w2, b2=shipped.b2, w1=shipped.w1, b1=shipped.b1, w0=shipped.w0, b0=shipped.b0,
-                   metadata={**shipped.metadata, **meta})
+                   tuned=shipped.tuned, metadata={**shipped.metadata, **meta})
         bad.save(tmp_path / "h.safetensors")
         with pytest.raises(RuntimeError, match=message):
             Head.load(tmp_path / "h.safetensors")
     lopsided = Head(w2=shipped.w2, b2=shipped.b2, w1=shipped.w1, b1=shipped.b1, w0=shipped.w0[:, :5], b0=shipped.b0,
-                    metadata=dict(shipped.metadata))
+                    tuned=shipped.tuned, metadata=dict(shipped.metadata))
     lopsided.save(tmp_path / "h.safetensors")
     with pytest.raises(RuntimeError, match=r"w0 of shape \(8, 5\)"):
         Head.load(tmp_path / "h.safetensors")
@@ -561,10 +565,23 @@ def test_tuned_layers_run_like_minilms_own_and_a_head_that_has_them_needs_their_
         bad.save(tmp_path / "h.safetensors")
         with pytest.raises(RuntimeError, match=message):
             Head.load(tmp_path / "h.safetensors")
-    stray = {**shipped.tuned, "layers.5.extra": np.zeros(3, np.float32)}
-    Head(w2=shipped.w2, b2=shipped.b2, tuned=stray, metadata=dict(shipped.metadata)).save(tmp_path / "h.safetensors")
-    with pytest.raises(RuntimeError, match="not 2 MiniLM layers"):
-        Head.load(tmp_path / "h.safetensors")
+    missing = {k: v for k, v in shipped.tuned.items() if k != "layers.1.output.dense.bias"}
+    short = {**shipped.tuned, "out.weight": shipped.tuned["out.weight"][:, :10]}
+    for tensors, message in (({**shipped.tuned, "layers.5.extra": np.zeros(3, np.float32)}, "'layers.5.extra' is unexpected"),
+                             (missing, r"'layers.1.output.dense.bias' is missing, expected \(384,\)"),
+                             (short, r"'out.weight' is \(8, 10\), expected \(8, 384\)"), (None, "holds no tuned tensors")):
+        Head(w2=shipped.w2, b2=shipped.b2, w1=shipped.w1, b1=shipped.b1, w0=shipped.w0, b0=shipped.b0, tuned=tensors,
+             metadata=dict(shipped.metadata)).save(tmp_path / "h.safetensors")
+        with pytest.raises(RuntimeError, match=message):
+            Head.load(tmp_path / "h.safetensors")
+    # Training scores validation rows from cached layer-4 states; moderate() runs MiniLM live. Same layer, same numbers:
+    # an off-by-one between the two would pass every probe test (both sides of those use the live path).
+    from gpt_demo.moderation.tuned import cut_layer, frozen_states, state_scores
+
+    short_texts = ["I want to kill him", "What is the capital of France?", "You are a worthless idiot."]
+    states, off = frozen_states(short_texts, cut_layer(shipped.tuned_layers), None)
+    np.testing.assert_allclose(state_scores(shipped.tuned_module(), states, off, range(3)),
+                               encode_tuned(short_texts, shipped.features, shipped.tuned_module())[1], atol=1e-4)
 
 
 def test_a_spec_keeps_only_its_layers_and_each_block_is_the_same_alone_or_combined():

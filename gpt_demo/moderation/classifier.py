@@ -103,6 +103,7 @@ HEAD_PATH = DATA_DIR / "moderation_head.safetensors"
 THRESHOLDS_PATH = DATA_DIR / "moderation_thresholds.json"
 
 Texts = Union[str, Sequence[str]]
+_MODULE_LOCK = threading.Lock()  # builds a head's tuned module once, whichever thread asks first
 
 
 # -- configuration --------------------------------------------------------------------
@@ -209,7 +210,6 @@ class Head:
     b0: np.ndarray | None = None
     tuned: dict | None = None
     _module: object = field(default=None, init=False, repr=False, compare=False)
-    _module_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @property
     def tuned_layers(self) -> int:
@@ -224,7 +224,7 @@ class Head:
         """The tuned layers as a torch module (built once, on first use; None for a head without them)."""
         if self.tuned is None:
             return None
-        with self._module_lock:
+        with _MODULE_LOCK:
             if self._module is None:
                 from .tuned import tuned_module
 
@@ -308,6 +308,9 @@ class Head:
             raise RuntimeError(f"moderation head {path} has unreadable metadata (blend, features): {exc}") from None
         if not 0.0 <= blend <= 1.0:
             raise RuntimeError(f"moderation head {path} has blend={blend}; allowed: 0 <= blend <= 1")
+        if tuned is None and "tuned_layers" in meta:
+            raise RuntimeError(f"moderation head {path} says tuned_layers={meta['tuned_layers']} but holds no tuned "
+                               "tensors; its thresholds were chosen for the blend")
         if tuned is not None:
             try:
                 layers, tuned_blend = int(meta.get("tuned_layers", "")), float(meta.get("tuned_blend", ""))
@@ -317,10 +320,16 @@ class Head:
             if not 1 <= layers <= 6 or not 0.0 < tuned_blend <= 1.0:
                 raise RuntimeError(f"moderation head {path} has tuned_layers={layers}, tuned_blend={tuned_blend}; "
                                    "allowed: 1 <= tuned_layers <= 6, 0 < tuned_blend <= 1")
-            if tuned.get("out.weight", np.zeros(0)).shape != (len(CATEGORIES), 384) or any(
-                    not k.startswith(tuple(f"layers.{j}." for j in range(layers))) for k in tuned if not k.startswith("out.")):
-                raise RuntimeError(f"moderation head {path} has tuned tensors that are not {layers} MiniLM layers and "
-                                   f"an output layer of shape ({len(CATEGORIES)}, 384)")
+            from .tuned import expected_shapes
+
+            want = expected_shapes(layers)
+            bad = sorted(set(want) ^ set(tuned)) or [k for k in sorted(want) if tuple(tuned[k].shape) != want[k]]
+            if bad:
+                k = bad[0]
+                got = tuple(tuned[k].shape) if k in tuned else "missing"
+                raise RuntimeError(f"moderation head {path}: tuned tensor {k!r} is {got if k in want else 'unexpected'}"
+                                   f"{f', expected {want[k]}' if k in want else ''}; the tuned part must be {layers} MiniLM "
+                                   f"layers and an output layer of shape ({len(CATEGORIES)}, 384)")
         dim = head.w1.shape[1] if head.w1 is not None else head.w2.shape[1]
         if head.w0 is not None and head.w0.shape != (len(CATEGORIES), dim):
             raise RuntimeError(f"moderation head {path} has w0 of shape {head.w0.shape}; expected "

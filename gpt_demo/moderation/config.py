@@ -149,10 +149,13 @@ class TrainConfig:
         object.__setattr__(self, "features", check_spec(tuple(self.features)))
         if not 0.0 <= self.focal_gamma <= 5.0:
             raise ValueError(f"focal_gamma={self.focal_gamma!r} is not allowed; give a number in [0, 5]")
-        if not isinstance(self.tuned_layers, int) or not 0 <= self.tuned_layers <= 6:
+        if isinstance(self.tuned_layers, bool) or not isinstance(self.tuned_layers, int) or not 0 <= self.tuned_layers <= 6:
             raise ValueError(f"tuned_layers={self.tuned_layers!r} is not allowed; give an integer in 0..6 (0: none tuned)")
         if not 0.0 < self.tuned_blend <= 1.0:
             raise ValueError(f"tuned_blend={self.tuned_blend!r} is not allowed; give a number in (0, 1]")
+        if self.tuned_layers and self.val_fraction == 0:
+            raise ValueError(f"val_fraction=0 is not allowed with tuned_layers={self.tuned_layers}; the tuned layers' "
+                             "epoch is chosen on the validation split (give val_fraction > 0, or tuned_layers=0)")
         if self.tuned_layers and self.threshold_folds > 1:
             raise ValueError(f"threshold_folds={self.threshold_folds} is not allowed with tuned_layers={self.tuned_layers}; "
                              "out-of-fold thresholds need tuned_layers=0")
@@ -189,7 +192,7 @@ class TrainConfig:
 
     @property
     def version(self) -> str:
-        """``HEAD_VERSION`` for the shipped recipe; any other adds a digest of what differs: ``3+5f0c2e1a``.
+        """``HEAD_VERSION`` for the shipped recipe; any other adds a digest of what differs: ``4+5f0c2e1a``.
 
         Where the data, the head and the cache live does not count (``data_dir``, ``out_dir``, ``cache_dir``);
         everything else does, so a head retrained with other settings never claims the shipped head's name.

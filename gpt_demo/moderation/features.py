@@ -84,7 +84,10 @@ def _run(texts: list[str], spec: Sequence[str], batch_size: int, progress: bool,
         ids = st.tokenizer(texts, truncation=True, max_length=st.max_seq_length, return_attention_mask=False,
                            return_token_type_ids=False)["input_ids"]
     layers = layers_needed(spec)
-    cut = None if tuned is None else LAYERS - 1 - len(tuned.layers)  # the layer whose output the tuned layers read
+    if tuned is not None:
+        from .tuned import cut_layer
+
+        cut = cut_layer(len(tuned.layers))  # the hidden state the tuned layers read, as in their training
     out = np.empty((len(texts), feature_dim(spec)), dtype=np.float32)
     probs = None if tuned is None else np.empty((len(texts), 8), dtype=np.float64)
     with torch.inference_mode():
