@@ -19,8 +19,8 @@ One MiniLM forward pass gives every block. Only the layers a spec reads are kept
 shipped ``("emb",)`` asks for the last layer alone, as ``gpt_demo.embeddings`` does, and gets the same
 numbers as when every layer was kept (``last_hidden_state`` is the last entry of ``hidden_states``).
 ``encode_tuned`` also runs a head's fine-tuned top layers (``gpt_demo.moderation.tuned``) on the
-states below them, from the same pass. Tokenizing shares ``gpt_demo.embeddings``' lock: one call at a time on the shared fast tokenizer,
-the forward passes side by side.
+states below them, from the same pass. Tokenizing shares ``gpt_demo.embeddings``' lock: one call at
+a time on the shared fast tokenizer, the forward passes side by side.
 """
 
 from __future__ import annotations

@@ -12,9 +12,8 @@ text and cached (``frozen_states``, float16), and only the top layers run forwar
 on 2 cores about 190 texts/s with two tuned layers against 40 end to end. At inference one MiniLM
 pass gives both views: the sentence embedding from its own last layer, and the tuned layers run on
 layer ``cut``'s states, rounded to float16 as in training. The loss is the head's: masked,
-class-weighted BCE with the same row weights; AdamW with a one-cycle schedule; the epoch with
-the best mean validation AUPRC is kept (positive and row weights computed the head's way, on the
-tuning rows). Large sources are subsampled to ``tuned_rows_per_source`` training rows (seeded), so
+class-weighted BCE (positive and row weights computed the head's way, on the tuning rows); AdamW
+with a one-cycle schedule; the epoch with the best mean validation AUPRC is kept. Large sources are subsampled to ``tuned_rows_per_source`` training rows (seeded), so
 the shipped run tuned on 13,035 rows (about 5 minutes on 2 cores). Training reads each text's first
 ``MAX_TOKENS`` word pieces; inference reads MiniLM's whole window (up to 256), which differs for the
 1.3 % of training rows that are longer.
@@ -109,7 +108,9 @@ def tuned_module(tuned_layers: int, tensors: dict[str, np.ndarray] | None = None
 
 def module_tensors(model) -> dict[str, np.ndarray]:
     """The module's weights as float32 arrays holding float16 values: what the head file stores, exactly."""
-    return {k: v.detach().to(dtype=__import__("torch").float16).float().numpy().copy() for k, v in model.state_dict().items()}
+    import torch
+
+    return {k: v.detach().to(torch.float16).float().numpy().copy() for k, v in model.state_dict().items()}
 
 
 def check_tuned_path(texts: Sequence[str], cut: int = 4) -> float:
