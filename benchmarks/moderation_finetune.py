@@ -54,7 +54,7 @@ from gpt_demo.moderation.train import (  # noqa: E402
     lookalikes,
     row_weights,
 )
-from gpt_demo.moderation.tuned import LAYERS, check_tuned_path, frozen_states, state_scores, subsample, train_tuned  # noqa: E402
+from gpt_demo.moderation.tuned import check_tuned_path, cut_layer, frozen_states, state_scores, subsample, train_tuned  # noqa: E402
 
 def pooled(scores, thresholds, y, src, la, sources) -> dict:
     """Per category, macro and overall AUPRC over the public held-out rows; flag rates of the unseen look-alikes."""
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     unknown = sorted(set(folds) - set(src))
     if unknown:
         p.error(f"--sources {' '.join(unknown)}: no such source; choose from {' '.join(sorted(set(src)))}")
-    cut = LAYERS - cfg.tuned_layers
+    cut = cut_layer(cfg.tuned_layers)
     texts = [r.text for r in rows]
     diff = check_tuned_path(texts[:64:3], cut)
     if diff > 1e-5:
@@ -138,10 +138,10 @@ def main(argv=None) -> int:
             scores[n][held] = out[n]
         seconds[source] = round(time.time() - t0)
         m = src == source
+        fold = {n: evaluate(scores[n][m], y[m]) for n in names}
         log(f"  without {source} ({seconds[source]}s): " + "; ".join(
-            f"{n} " + ", ".join(f"{c} {evaluate(scores[n][m], y[m])[c]['auprc']}" for c in CATEGORIES
-                                if evaluate(scores[n][m], y[m])[c]["n_pos"] and evaluate(scores[n][m], y[m])[c]["n_neg"])
-            for n in names))
+            f"{n} " + ", ".join(f"{c} {e[c]['auprc']}" for c in CATEGORIES if e[c]["n_pos"] and e[c]["n_neg"])
+            for n, e in fold.items()))
 
     report = {"benchmark": "moderation_finetune", "folds": folds, **{name: getattr(cfg, name) for name in flags},
               "best_epoch": epochs, "fold_seconds": seconds,
