@@ -79,7 +79,11 @@ def test_an_answer_written_without_logprobs_is_read_back_to_the_same_numbers(eng
     # The stream's logprobs end with the end token, which the text does not hold.
     generated = [t for t in choice.logprobs if t.token_id not in engine.tokenizer.all_special_ids]
     assert [t.token_id for t in scored] == [t.token_id for t in generated]
-    assert max(abs(a.logprob - b.logprob) for a, b in zip(scored, choice.logprobs)) < 0.1
+    # Generation ran on the int4 lean path, the read-back on the transformers model (as next_tokens above), so
+    # the probabilities (what the colours show) agree to about a percent. Log-probabilities of unlikely tokens
+    # differ more: ' ocean' at p=0.067 was 0.102 nats apart on one host, 0.0065 in probability.
+    assert max(abs(math.exp(a.logprob) - math.exp(b.logprob)) for a, b in zip(scored, choice.logprobs)) < 0.02
+    assert max(abs(a.logprob - b.logprob) for a, b in zip(scored, choice.logprobs)) < 0.25
     # Reading back uses the model that next_tokens uses, so those two agree closely.
     tokens = answer_tokens(scored)
     prompt = engine.prompt_text(QUESTION)
