@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/moderation_finetune.py                     # every fold (~50 min on 2 cores; a first run ~15 min more of MiniLM)
     .venv/bin/python benchmarks/moderation_finetune.py --sources toxigen   # one fold (~5 min)
     .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 1 --epochs 2 --rows-per-source 1000 --blend 0.3
+    .venv/bin/python benchmarks/moderation_finetune.py --lookalike-weight 2   # look-alikes weigh double in all three recipes
 
 Prints a table on stderr and exactly one JSON line on stdout.
 
@@ -82,7 +83,8 @@ def main(argv=None) -> int:
     p.add_argument("--sources", nargs="*", default=[], help="only these folds (default: every source and gpt-demo)")
     flags = {"tuned_layers": ("--tuned-layers", int), "tuned_epochs": ("--epochs", int),
              "tuned_rows_per_source": ("--rows-per-source", int), "tuned_batch_size": ("--batch-size", int),
-             "tuned_lr": ("--lr", float), "tuned_head_lr": ("--head-lr", float), "tuned_blend": ("--blend", float)}
+             "tuned_lr": ("--lr", float), "tuned_head_lr": ("--head-lr", float), "tuned_blend": ("--blend", float),
+             "lookalike_weight": ("--lookalike-weight", float)}
     for name, (flag, kind) in flags.items():
         f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
         p.add_argument(flag, dest=name, type=kind, default=f.default, help=f"{f.metadata['help']} (default: {f.default})")
