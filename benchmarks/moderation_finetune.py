@@ -1,6 +1,6 @@
 """The v4 moderation recipe (MiniLM's top layers fine-tuned, blended with the v3 head), leave-one-source-out.
 
-    .venv/bin/python benchmarks/moderation_finetune.py                     # every fold (~50 min on 2 cores; a first run ~15 min more of MiniLM)
+    .venv/bin/python benchmarks/moderation_finetune.py                     # every fold (41-50 min on 2 cores; a first run ~5-15 min more of MiniLM)
     .venv/bin/python benchmarks/moderation_finetune.py --sources toxigen   # one fold (~5 min)
     .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 1 --epochs 2 --rows-per-source 1000 --blend 0.3
     .venv/bin/python benchmarks/moderation_finetune.py --lookalike-weight 2   # look-alikes weigh double in all three recipes
@@ -10,7 +10,7 @@ Prints a table on stderr and exactly one JSON line on stdout.
 What is tuned (``gpt_demo.moderation.tuned``, the settings ``TrainConfig``'s ``tuned_*`` defaults
 unless a flag says otherwise): MiniLM's top two transformer layers, starting from its own weights,
 plus a linear layer over the normalised mean of their output: eight logits, masked, class-weighted
-BCE (positive and row weights computed as the head's, on the tuning rows; the same label map), AdamW with a one-cycle
+BCE (positive and row weights computed as the head's, on the tuning rows, ``--lookalike-weight`` included; the same label map), AdamW with a one-cycle
 schedule, the epoch with the best mean validation AUPRC kept. The layers below stay frozen, so
 their output is computed once for every row and cached (``cache_dir``, float16), which makes
 training about five times faster than end to end on this CPU (measured: 40 texts/s end to end,

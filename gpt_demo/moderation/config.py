@@ -110,7 +110,7 @@ class TrainConfig:
         default=1.0,
         metadata={"help": "Row weight of the benign look-alikes in training (XSTest safe prompts, the team's hard "
                   "negatives); 1: like any row. 4 flags fewer look-alikes but lost 0.025 macro AUPRC on held-out "
-                  "sources (README, Performance), so it is off."},
+                  "sources with v3, and 2 lost 0.013 with v4 (README, Performance), so it is off."},
     )
     threshold_folds: int = field(
         default=0,
