@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/moderation_finetune.py --sources toxigen   # one fold (~5 min)
     .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 1 --epochs 2 --rows-per-source 1000 --blend 0.3
     .venv/bin/python benchmarks/moderation_finetune.py --lookalike-weight 2   # look-alikes weigh double in all three recipes
+    .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 3 --save-scores /tmp/t3.npz   # keep the held-out scores
 
 Prints a table on stderr and exactly one JSON line on stdout.
 
@@ -81,6 +82,9 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=Path, help="moderation JSONL folder (default: ../shared/data/moderation)")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/moderation"), help="feature and frozen-state cache")
     p.add_argument("--sources", nargs="*", default=[], help="only these folds (default: every source and gpt-demo)")
+    p.add_argument("--save-scores", type=Path, metavar="NPZ",
+                   help="also write every recipe's held-out scores, the labels and the sources to this .npz, "
+                        "to compare recipes afterwards without training again")
     flags = {"tuned_layers": ("--tuned-layers", int), "tuned_epochs": ("--epochs", int),
              "tuned_rows_per_source": ("--rows-per-source", int), "tuned_batch_size": ("--batch-size", int),
              "tuned_lr": ("--lr", float), "tuned_head_lr": ("--head-lr", float), "tuned_blend": ("--blend", float),
@@ -150,6 +154,10 @@ def main(argv=None) -> int:
               "threads": torch.get_num_threads(), "check_tuned_path_max_diff": diff}
     report.update({n: pooled(scores[n], thresholds[n], y, src, la, folds) for n in names})
     report["seconds"] = round(time.time() - t_start, 1)
+    if args.save_scores:
+        np.savez_compressed(args.save_scores, y=y, source=src, split=split, lookalike=la,
+                            **{f"scores_{n}": scores[n] for n in names},
+                            **{f"thresholds_{n}_{s}": t for n in names for s, t in thresholds[n].items()})
     log("\nleave-one-source-out AUPRC (pooled over the public sources in --sources)")
     log("| category | " + " | ".join(names) + " |")
     for c in CATEGORIES:
