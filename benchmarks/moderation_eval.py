@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/moderation_eval.py --no-loso          # test split, false positives, latency (~2 min with a warm cache)
     .venv/bin/python benchmarks/moderation_eval.py --recipes v2 > v2.json & .venv/bin/python benchmarks/moderation_eval.py --recipes v3 > v3.json   # both, on 2 cores
     .venv/bin/python benchmarks/moderation_eval.py --recipes v1 v2 v3 # the first head's recipe too
-    .venv/bin/python benchmarks/moderation_finetune.py                # the shipped (v4) recipe's leave-one-source-out (~50 min)
+    .venv/bin/python benchmarks/moderation_finetune.py                # the shipped (v5) recipe's leave-one-source-out (~80 min)
     .venv/bin/python benchmarks/moderation_eval.py --data-dir ../shared/data/moderation --cache-dir .cache/moderation
+    .venv/bin/python benchmarks/moderation_eval.py --no-loso --head v4.safetensors --thresholds v4.json   # another head file
 
 Prints a table on stderr and exactly one JSON line on stdout.
 
@@ -22,7 +23,7 @@ Prints a table on stderr and exactly one JSON line on stdout.
   the MLP + logistic-regression blend, the per-category look-alike rule, the team's examples of
   batches 1-2), ``v3`` the previous head (v2 plus the team's batch 3 and at most ``lookalike_flag_rate``
   of the validation look-alikes flagged by any category: ``TrainConfig(tuned_layers=0)``). The shipped
-  v4 recipe also fine-tunes MiniLM's top layers in every fold, which takes about 50 minutes:
+  v5 recipe also fine-tunes MiniLM's top three layers in every fold, which takes about 80 minutes:
   ``benchmarks/moderation_finetune.py`` runs its folds, beside v3's. ``xstest_fpr`` is the share of XSTest's
   250 safe prompts flagged by the head that never saw XSTest, at that head's thresholds.
 - ``test``: the shipped head (and the previous one, ``moderation_head_v3.safetensors``) on the held-out test
@@ -197,8 +198,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", type=Path, help="moderation JSONL folder (default: the one the head was trained on)")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/moderation"), help="feature cache")
-    p.add_argument("--head", type=Path, default=HEAD_PATH)
-    p.add_argument("--thresholds", type=Path, default=THRESHOLDS_PATH)
+    p.add_argument("--head", type=Path, default=HEAD_PATH, help="head file for the test split, false positives and latency (default: the shipped one)")
+    p.add_argument("--thresholds", type=Path, default=THRESHOLDS_PATH, help="its thresholds JSON (default: the shipped one)")
     p.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out runs")
     p.add_argument("--recipes", nargs="*", default=["v3"], choices=["v1", "v2", "v3"], help="LOSO recipes to run")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training the LOSO heads")
@@ -233,7 +234,7 @@ def main(argv=None) -> int:
     head, thresholds = Head.load(args.head), load_thresholds(args.thresholds)
     out: dict = {"benchmark": "moderation_eval", "head": args.head.name, "model": f"gpt-demo-moderation-{head.version}",
                  "features": list(head.features), "thresholds": thresholds, "test_rows": len(test), "test": {}}
-    heads = {"v4": (head, thresholds)}
+    heads = {f"v{head.version}": (head, thresholds)}
     if PREVIOUS_HEAD.is_file() and args.head == HEAD_PATH:
         heads["v3"] = (Head.load(PREVIOUS_HEAD), load_thresholds(PREVIOUS_THRESHOLDS))
     labels = label_matrix(test)
@@ -241,7 +242,7 @@ def main(argv=None) -> int:
         t = test_split(h, th, test, x_cache)
         scores = t.pop("scores")
         out["test"][name] = t
-        if name == "v4":
+        if h is head:
             real = np.array([r.source != "gpt-demo" for r in test])
             ev_real = evaluate(scores[real], labels[real], th)
             out["test_real_only"] = {c: {k: ev_real[c].get(k) for k in ("n_pos", "auprc", "f1")} for c in CATEGORIES}

@@ -1,21 +1,22 @@
-"""The v4 moderation recipe (MiniLM's top layers fine-tuned, blended with the v3 head), leave-one-source-out.
+"""The shipped moderation recipe (MiniLM's top layers fine-tuned, blended with the v3 head), leave-one-source-out.
 
-    .venv/bin/python benchmarks/moderation_finetune.py                     # every fold (41-50 min on 2 cores; a first run ~5-15 min more of MiniLM)
-    .venv/bin/python benchmarks/moderation_finetune.py --sources toxigen   # one fold (~5 min)
+    .venv/bin/python benchmarks/moderation_finetune.py                     # every fold, v5 (70-80 min on 2 cores; a first run ~5-15 min more of MiniLM)
+    .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 2    # v4's recipe (41-50 min)
+    .venv/bin/python benchmarks/moderation_finetune.py --sources toxigen   # one fold (~6 min)
     .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 1 --epochs 2 --rows-per-source 1000 --blend 0.3
     .venv/bin/python benchmarks/moderation_finetune.py --lookalike-weight 2   # look-alikes weigh double in all three recipes
-    .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 3 --save-scores /tmp/t3.npz   # keep the held-out scores
+    .venv/bin/python benchmarks/moderation_finetune.py --save-scores /tmp/v5.npz   # keep the held-out scores
 
 Prints a table on stderr and exactly one JSON line on stdout.
 
 What is tuned (``gpt_demo.moderation.tuned``, the settings ``TrainConfig``'s ``tuned_*`` defaults
-unless a flag says otherwise): MiniLM's top two transformer layers, starting from its own weights,
+unless a flag says otherwise): MiniLM's top three transformer layers (v4: two), starting from its own weights,
 plus a linear layer over the normalised mean of their output: eight logits, masked, class-weighted
 BCE (positive and row weights computed as the head's, on the tuning rows, ``--lookalike-weight`` included; the same label map), AdamW with a one-cycle
 schedule, the epoch with the best mean validation AUPRC kept. The layers below stay frozen, so
 their output is computed once for every row and cached (``cache_dir``, float16), which makes
-training about five times faster than end to end on this CPU (measured: 40 texts/s end to end,
-~190 with the top two layers on cached states). Big sources are subsampled to 2,500 training rows
+training several times faster than end to end on this CPU (measured: 40 texts/s end to end,
+~190 with the top two layers on cached states, ~120-140 with three). Big sources are subsampled to 2,500 training rows
 (seeded), so one fold trains on 10,000-13,000 rows.
 
 The folds are those of ``benchmarks/moderation_eval.py``: for each public source (and the team's
@@ -23,8 +24,8 @@ examples), train on the train split of every other source, choose the epoch and 
 their validation split (``choose_thresholds``, the shipped rules), score every row of the left-out
 source. Three recipes are scored on the same folds and pooled the same way: ``v3`` (the previous
 head on the frozen sentence embedding, trained here again per fold: the same figures as
-``moderation_eval.py --recipes v3``), ``tuned`` (the fine-tuned layers alone) and ``v4`` (the shipped
-recipe: their blend, weight ``--blend`` on the tuned scores, with its own thresholds chosen on the
+``moderation_eval.py --recipes v3``), ``tuned`` (the fine-tuned layers alone) and ``blend`` (the shipped
+recipe with the default flags, v5: their blend, weight ``--blend`` on the tuned scores, with its own thresholds chosen on the
 blended validation scores).
 """
 
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
         f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
         p.add_argument(flag, dest=name, type=kind, default=f.default, help=f"{f.metadata['help']} (default: {f.default})")
     args = p.parse_args(argv)
-    try:  # v4: the defaults; the head part of every recipe is v3's
+    try:  # v5: the defaults; the head part of every recipe is v3's
         cfg = TrainConfig(cache_dir=args.cache_dir, **({"data_dir": args.data_dir} if args.data_dir else {}),
                           **{name: getattr(args, name) for name in flags})
     except ValueError as exc:
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     states, off = frozen_states(texts, cut, cfg.cache_dir, log)
     x = features_cached(texts, cfg.features, cfg.cache_dir, log=log)
 
-    names = ("v3", "tuned", "v4")
+    names = ("v3", "tuned", "blend")
     scores = {n: np.full(y.shape, np.nan) for n in names}
     thresholds: dict = {n: {} for n in names}
     epochs, seconds = {}, {}
@@ -135,9 +136,9 @@ def main(argv=None) -> int:
         log(f"  without {source}: tuning on {len(kept)} rows")
         model, epochs[source] = train_tuned(states, off, rows, y, kept, va.tolist(), cfg, log)
         val = {"v3": head.scores(x[va]), "tuned": state_scores(model, states, off, va)}
-        val["v4"] = cfg.tuned_blend * val["tuned"] + (1 - cfg.tuned_blend) * val["v3"]
+        val["blend"] = cfg.tuned_blend * val["tuned"] + (1 - cfg.tuned_blend) * val["v3"]
         out = {"v3": head.scores(x[held]), "tuned": state_scores(model, states, off, held)}
-        out["v4"] = cfg.tuned_blend * out["tuned"] + (1 - cfg.tuned_blend) * out["v3"]
+        out["blend"] = cfg.tuned_blend * out["tuned"] + (1 - cfg.tuned_blend) * out["v3"]
         for n in names:
             th = choose_thresholds(val[n], y[va], cfg, lookalikes([rows[i] for i in va]))
             thresholds[n][source] = np.array([th[c] for c in CATEGORIES])
