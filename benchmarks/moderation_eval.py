@@ -6,7 +6,7 @@
     .venv/bin/python benchmarks/moderation_eval.py --recipes v1 v2 v3 # the first head's recipe too
     .venv/bin/python benchmarks/moderation_finetune.py                # the shipped (v5) recipe's leave-one-source-out (~80 min)
     .venv/bin/python benchmarks/moderation_eval.py --data-dir ../shared/data/moderation --cache-dir .cache/moderation
-    .venv/bin/python benchmarks/moderation_eval.py --no-loso --head v4.safetensors --thresholds v4.json   # another head file
+    .venv/bin/python benchmarks/moderation_eval.py --no-loso --head /tmp/v4.safetensors --thresholds /tmp/v4.json   # another head file (v4's: git show 84d9cc5:...)
 
 Prints a table on stderr and exactly one JSON line on stdout.
 
@@ -21,12 +21,12 @@ Prints a table on stderr and exactly one JSON line on stdout.
   Recipes run on the same rows and the same (v2) labels: ``v1`` the first head (the sentence
   embedding alone, label map v1, the first 510 team examples), ``v2`` the second (label map v2,
   the MLP + logistic-regression blend, the per-category look-alike rule, the team's examples of
-  batches 1-2), ``v3`` the previous head (v2 plus the team's batch 3 and at most ``lookalike_flag_rate``
+  batches 1-2), ``v3`` the frozen-embedding head (v2 plus the team's batch 3 and at most ``lookalike_flag_rate``
   of the validation look-alikes flagged by any category: ``TrainConfig(tuned_layers=0)``). The shipped
   v5 recipe also fine-tunes MiniLM's top three layers in every fold, which takes about 80 minutes:
   ``benchmarks/moderation_finetune.py`` runs its folds, beside v3's. ``xstest_fpr`` is the share of XSTest's
   250 safe prompts flagged by the head that never saw XSTest, at that head's thresholds.
-- ``test``: the shipped head (and the previous one, ``moderation_head_v3.safetensors``) on the held-out test
+- ``test``: the shipped head (and the v3 one kept beside it, ``moderation_head_v3.safetensors``) on the held-out test
   split of the shipped run (seed and fractions from the thresholds JSON; 15 % of every (source, label)
   group, never trained on, not used for thresholds): AUPRC, F1 / precision / recall at the shipped thresholds.
 - ``false_positives``: flagged share of XSTest's safe prompts (all 250; 70 % are in the train split, so
@@ -109,7 +109,7 @@ def overall(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 def recipes(base: TrainConfig, tmp: Path) -> dict[str, TrainConfig]:
     """``v1``: the first head (features, label map, team examples of batch 1); ``v2``: the second head (batches 1-2,
-    the per-category look-alike rule only, look-alikes weighted like any row); ``v3``: the previous head (the shipped
+    the per-category look-alike rule only, look-alikes weighted like any row); ``v3``: the frozen-embedding head (the shipped
     defaults without tuned layers). None tunes MiniLM: ``moderation_finetune.py`` measures that."""
     def examples(last_batch: int) -> Path:
         path = tmp / f"moderation_examples_to_batch_{last_batch}.jsonl"

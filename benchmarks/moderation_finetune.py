@@ -16,13 +16,13 @@ BCE (positive and row weights computed as the head's, on the tuning rows, ``--lo
 schedule, the epoch with the best mean validation AUPRC kept. The layers below stay frozen, so
 their output is computed once for every row and cached (``cache_dir``, float16), which makes
 training several times faster than end to end on this CPU (measured: 40 texts/s end to end,
-~190 with the top two layers on cached states, ~120-140 with three). Big sources are subsampled to 2,500 training rows
+~190 with the top two layers on cached states, ~105-140 with three). Big sources are subsampled to 2,500 training rows
 (seeded), so one fold trains on 10,000-13,000 rows.
 
 The folds are those of ``benchmarks/moderation_eval.py``: for each public source (and the team's
 examples), train on the train split of every other source, choose the epoch and the thresholds on
 their validation split (``choose_thresholds``, the shipped rules), score every row of the left-out
-source. Three recipes are scored on the same folds and pooled the same way: ``v3`` (the previous
+source. Three recipes are scored on the same folds and pooled the same way: ``v3`` (the frozen-embedding
 head on the frozen sentence embedding, trained here again per fold: the same figures as
 ``moderation_eval.py --recipes v3``), ``tuned`` (the fine-tuned layers alone) and ``blend`` (the shipped
 recipe with the default flags, v5: their blend, weight ``--blend`` on the tuned scores, with its own thresholds chosen on the
@@ -99,6 +99,8 @@ def main(argv=None) -> int:
                           **{name: getattr(args, name) for name in flags})
     except ValueError as exc:
         p.error(str(exc))
+    if args.save_scores and (args.save_scores.suffix != ".npz" or not args.save_scores.parent.is_dir()):
+        p.error(f"--save-scores {args.save_scores}: give a .npz path in an existing folder")
     if not cfg.tuned_layers or cfg.tuned_blend >= 1:
         p.error("--tuned-layers must be >= 1 and --blend below 1: this benchmark compares a blend with the head alone")
     import torch

@@ -272,7 +272,7 @@ class Head:
         if self.w0 is not None:
             out.update(w0=self.w0, b0=self.b0)
         out = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
-        for k, v in (self.tuned or {}).items():  # float16 on disk: 7 MB for two layers instead of 14
+        for k, v in (self.tuned or {}).items():  # float16 on disk: 11 MB for three layers instead of 21
             out[f"tuned.{k}"] = np.ascontiguousarray(v, dtype=np.float16)
         return out
 

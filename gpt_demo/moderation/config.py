@@ -193,7 +193,7 @@ class TrainConfig:
 
     @property
     def version(self) -> str:
-        """``HEAD_VERSION`` for the shipped recipe; any other adds a digest of what differs: ``4+5f0c2e1a``.
+        """``HEAD_VERSION`` for the shipped recipe; any other adds a digest of what differs: ``5+5f0c2e1a``.
 
         Where the data, the head and the cache live does not count (``data_dir``, ``out_dir``, ``cache_dir``);
         everything else does, so a head retrained with other settings never claims the shipped head's name.

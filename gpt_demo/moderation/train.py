@@ -52,7 +52,7 @@ Tuned layers (v5, ``tuned_layers=3``; v4 had 2; ``gpt_demo.moderation.tuned``): 
 top three layers and a linear layer are trained on the train split (at most ``tuned_rows_per_source`` rows
 of each source), their epoch chosen on the validation split, and their scores averaged with the head's
 (``tuned_blend``) before the thresholds are chosen on the blend. The frozen states below them are cached
-in ``cache_dir`` too (about 1 GB); a run spends about 3-5 minutes on them the first time and about 8 tuning.
+in ``cache_dir`` too (about 1 GB); a run spends about 3-5 minutes on them the first time and about 6 tuning.
 """
 
 from __future__ import annotations
