@@ -22,7 +22,7 @@ training several times faster than end to end on this CPU (measured: 40 texts/s 
 The folds are those of ``benchmarks/moderation_eval.py``: for each public source (and the team's
 examples), train on the train split of every other source, choose the epoch and the thresholds on
 their validation split (``choose_thresholds``, the shipped rules), score every row of the left-out
-source. Three recipes are scored on the same folds and pooled the same way: ``v3`` (the frozen-embedding
+source. Three recipes are scored on the same folds and pooled the same way: ``v3`` (the v3
 head on the frozen sentence embedding, trained here again per fold: the same figures as
 ``moderation_eval.py --recipes v3``), ``tuned`` (the fine-tuned layers alone) and ``blend`` (the shipped
 recipe with the default flags, v5: their blend, weight ``--blend`` on the tuned scores, with its own thresholds chosen on the
