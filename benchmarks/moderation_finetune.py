@@ -1,22 +1,23 @@
 """The shipped moderation recipe (MiniLM's top layers fine-tuned, blended with the v3 head), leave-one-source-out.
 
-    .venv/bin/python benchmarks/moderation_finetune.py                     # every fold, v5 (70-80 min on 2 cores; a first run ~5-15 min more of MiniLM)
+    .venv/bin/python benchmarks/moderation_finetune.py                     # every fold, v6 (65-100 min on 2 cores; a first run ~5-15 min more of MiniLM)
+    .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 3    # v5's recipe (70-80 min)
     .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 2    # v4's recipe (41-50 min)
     .venv/bin/python benchmarks/moderation_finetune.py --sources toxigen   # one fold (~6 min)
     .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 1 --epochs 2 --rows-per-source 1000 --blend 0.3
     .venv/bin/python benchmarks/moderation_finetune.py --lookalike-weight 2   # look-alikes weigh double in all three recipes
-    .venv/bin/python benchmarks/moderation_finetune.py --save-scores /tmp/v5.npz   # keep the held-out scores
+    .venv/bin/python benchmarks/moderation_finetune.py --save-scores /tmp/v6.npz   # keep the held-out scores
 
 Prints a table on stderr and exactly one JSON line on stdout.
 
 What is tuned (``gpt_demo.moderation.tuned``, the settings ``TrainConfig``'s ``tuned_*`` defaults
-unless a flag says otherwise): MiniLM's top three transformer layers (v4: two), starting from its own weights,
+unless a flag says otherwise): MiniLM's top four transformer layers (v5: three, v4: two), starting from its own weights,
 plus a linear layer over the normalised mean of their output: eight logits, masked, class-weighted
 BCE (positive and row weights computed as the head's, on the tuning rows, ``--lookalike-weight`` included; the same label map), AdamW with a one-cycle
 schedule, the epoch with the best mean validation AUPRC kept. The layers below stay frozen, so
 their output is computed once for every row and cached (``cache_dir``, float16), which makes
 training several times faster than end to end on this CPU (measured: 40 texts/s end to end,
-~190 with the top two layers on cached states, ~105-140 with three). Big sources are subsampled to 2,500 training rows
+~190 with the top two layers on cached states, ~105-140 with three, ~110-150 with four). Big sources are subsampled to 2,500 training rows
 (seeded), so one fold trains on 10,000-13,000 rows.
 
 The folds are those of ``benchmarks/moderation_eval.py``: for each public source (and the team's
@@ -25,7 +26,7 @@ their validation split (``choose_thresholds``, the shipped rules), score every r
 source. Three recipes are scored on the same folds and pooled the same way: ``v3`` (the v3
 head on the frozen sentence embedding, trained here again per fold: the same figures as
 ``moderation_eval.py --recipes v3``), ``tuned`` (the fine-tuned layers alone) and ``blend`` (the shipped
-recipe with the default flags, v5: their blend, weight ``--blend`` on the tuned scores, with its own thresholds chosen on the
+recipe with the default flags, v6: their blend, weight ``--blend`` on the tuned scores, with its own thresholds chosen on the
 blended validation scores).
 """
 
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
         f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
         p.add_argument(flag, dest=name, type=kind, default=f.default, help=f"{f.metadata['help']} (default: {f.default})")
     args = p.parse_args(argv)
-    try:  # v5: the defaults; the head part of every recipe is v3's
+    try:  # v6: the defaults; the head part of every recipe is v3's
         cfg = TrainConfig(cache_dir=args.cache_dir, **({"data_dir": args.data_dir} if args.data_dir else {}),
                           **{name: getattr(args, name) for name in flags})
     except ValueError as exc:

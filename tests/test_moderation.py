@@ -233,7 +233,7 @@ def test_shipped_files_load_and_reproduce_the_training_scores():
     head = Head.load(HEAD_PATH)
     assert head.w1 is not None and head.w2.shape == (len(CATEGORIES), head.w1.shape[0])
     assert head.w0 is not None and head.w0.shape == (len(CATEGORIES), head.w1.shape[1]) and 0 < head.blend < 1
-    assert head.tuned_layers == 3 and 0 < head.tuned_blend < 1 and head.tuned["out.weight"].shape == (len(CATEGORIES), 384)
+    assert head.tuned_layers == 4 and 0 < head.tuned_blend < 1 and head.tuned["out.weight"].shape == (len(CATEGORIES), 384)
     report = json.loads(THRESHOLDS_PATH.read_text())
     assert set(load_thresholds(THRESHOLDS_PATH)) == set(CATEGORIES)
     probes = report["probe_scores"]  # written right after training
@@ -297,24 +297,24 @@ def test_two_runs_with_the_same_seed_give_the_same_thresholds(tiny):
     assert not np.array_equal(hc.w1, ha.w1)
     # Neither claims the shipped head's name: their settings differ from the shipped recipe's, and from each other.
     assert ha.version == a.report["version"] and a.report["model"] == f"gpt-demo-moderation-{ha.version}"
-    assert ha.version.startswith("5+") and hc.version.startswith("5+") and hc.version != ha.version
+    assert ha.version.startswith("6+") and hc.version.startswith("6+") and hc.version != ha.version
     # The tuned MiniLM layers are part of it (in tensors() above) and what moderate() runs reproduces the report.
-    assert ha.tuned_layers == 3 and any(k.startswith("tuned.layers.2.") for k in ha.tensors())
+    assert ha.tuned_layers == 4 and any(k.startswith("tuned.layers.3.") for k in ha.tensors())
     now = moderate(list(a.report["probe_scores"]), config=ModerationConfig(head_path=a.head_path, thresholds_path=a.thresholds_path))
     for (text, scores), r in zip(a.report["probe_scores"].items(), now):
         np.testing.assert_allclose([r.category_scores[c] for c in CATEGORIES], scores, atol=2e-4, err_msg=text)
 
 
-def test_only_the_shipped_recipe_is_called_version_5(tmp_path, monkeypatch):
+def test_only_the_shipped_recipe_is_called_version_6(tmp_path, monkeypatch):
     from gpt_demo.moderation.config import REPO_ROOT, TrainConfig
 
     monkeypatch.chdir(REPO_ROOT)  # the JSON's paths are relative to the repository
     report = json.loads(THRESHOLDS_PATH.read_text())
     shipped = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].items()})
-    assert shipped.version == TrainConfig().version == report["version"] == "5"
-    assert TrainConfig(out_dir=tmp_path, cache_dir=tmp_path / "c", data_dir=tmp_path).version == "5"  # places don't count
+    assert shipped.version == TrainConfig().version == report["version"] == "6"
+    assert TrainConfig(out_dir=tmp_path, cache_dir=tmp_path / "c", data_dir=tmp_path).version == "6"  # places don't count
     other = {TrainConfig(epochs=5).version, TrainConfig(epochs=6).version, TrainConfig(tuned_layers=0).version}
-    assert len(other) == 3 and all(v.startswith("5+") and len(v) == 10 for v in other)
+    assert len(other) == 3 and all(v.startswith("6+") and len(v) == 10 for v in other)
 
 
 def test_train_config_validation_names_the_field():
@@ -340,7 +340,7 @@ def test_train_config_validation_names_the_field():
         TrainConfig(tuned_blend=0)
     with pytest.raises(ValueError, match="threshold_folds=5 .*tuned_layers=0"):
         TrainConfig(threshold_folds=5)
-    with pytest.raises(ValueError, match="val_fraction=0 .*tuned_layers=3"):
+    with pytest.raises(ValueError, match="val_fraction=0 .*tuned_layers=4"):
         TrainConfig(val_fraction=0)
     with pytest.raises(ValueError, match="tuned_layers=True"):
         TrainConfig(tuned_layers=True)
@@ -352,7 +352,7 @@ def test_response_names_the_classifier_version_and_v3_still_loads():
 
     shipped = Head.load(HEAD_PATH)
     assert moderation_response("hello")["model"] == f"gpt-demo-moderation-{shipped.version}" == get_moderator().model_id \
-        == "gpt-demo-moderation-5"
+        == "gpt-demo-moderation-6"
     v3 = ModerationConfig(head_path=DATA_DIR / "moderation_head_v3.safetensors",
                           thresholds_path=DATA_DIR / "moderation_thresholds_v3.json")
     old = moderate("I want to kill him", config=v3)

@@ -45,14 +45,14 @@ help). The test split is never used; ``benchmarks/moderation_eval.py`` reads it.
 Training is deterministic for a given seed (torch CPU, fixed generator): the same data and seed give
 the same weights and thresholds, bit for bit (the safetensors header may list
 its metadata in another order; the same torch thread count). The head's version is ``TrainConfig.version``:
-``5`` for the shipped settings, ``5+<digest>`` for any other. Features are cached in ``cache_dir`` keyed by text
+``6`` for the shipped settings, ``6+<digest>`` for any other. Features are cached in ``cache_dir`` keyed by text
 hash and block, so a rerun skips MiniLM (first run: about 10 minutes on 2 cores).
 
-Tuned layers (v5, ``tuned_layers=3``; v4 had 2; ``gpt_demo.moderation.tuned``): after the head, copies of MiniLM's
-top three layers and a linear layer are trained on the train split (at most ``tuned_rows_per_source`` rows
+Tuned layers (v6, ``tuned_layers=4``; v5 had 3, v4 2; ``gpt_demo.moderation.tuned``): after the head, copies of MiniLM's
+top four layers and a linear layer are trained on the train split (at most ``tuned_rows_per_source`` rows
 of each source), their epoch chosen on the validation split, and their scores averaged with the head's
 (``tuned_blend``) before the thresholds are chosen on the blend. The frozen states below them are cached
-in ``cache_dir`` too (about 1 GB); a run spends about 3-5 minutes on them the first time and about 6 tuning.
+in ``cache_dir`` too (about 1 GB); a run spends about 2-5 minutes on them the first time and about 5-8 tuning.
 """
 
 from __future__ import annotations

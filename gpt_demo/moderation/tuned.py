@@ -1,20 +1,20 @@
-"""MiniLM's top layers fine-tuned for moderation: the half of the v5 (and v4) classifier that is not frozen.
+"""MiniLM's top layers fine-tuned for moderation: the half of the v6 (and v4, v5) classifier that is not frozen.
 
     >>> from gpt_demo.moderation.tuned import check_tuned_path
     >>> check_tuned_path(["I want to kill him", "hello"], cut=4) < 1e-5     # doctest: +SKIP
     True
 
-The v5 head, like v4, blends two views of a text (``Head.tuned_blend`` each): the v3 head on the frozen
+The v6 head, like v4 and v5, blends two views of a text (``Head.tuned_blend`` each): the v3 head on the frozen
 sentence embedding, and MiniLM's top ``tuned_layers`` transformer layers trained on the task,
 followed by a linear layer over the normalised mean of their output (eight logits). The layers
 below stay frozen, so in training their output (``cut = 6 - tuned_layers``) is computed once per
 text and cached (``frozen_states``, float16), and only the top layers run forward and backward:
-on 2 cores about 110-140 texts/s with three tuned layers (v5; ~190 with v4's two) against 40 end to end. At inference one MiniLM
+on 2 cores about 110-150 texts/s with four tuned layers (v6), 110-140 with v5's three and ~190 with v4's two, against 40 end to end. At inference one MiniLM
 pass gives both views: the sentence embedding from its own last layer, and the tuned layers run on
 layer ``cut``'s states, rounded to float16 as in training. The loss is the head's: masked,
 class-weighted BCE (positive and row weights computed the head's way, on the tuning rows); AdamW
 with a one-cycle schedule; the epoch with the best mean validation AUPRC is kept. Large sources are subsampled to ``tuned_rows_per_source`` training rows (seeded), so
-the shipped run tuned its three layers on 13,035 rows (about 6 minutes on 2 cores). Training reads each text's first
+the shipped run tuned its four layers on 13,035 rows (about 5 minutes on 2 cores). Training reads each text's first
 ``MAX_TOKENS`` word pieces; inference reads MiniLM's whole window (up to 256), which differs for the
 1.3 % of training rows that are longer.
 ``benchmarks/moderation_finetune.py`` measures it leave-one-source-out.
