@@ -4,9 +4,9 @@
     .venv/bin/python benchmarks/moderation_eval.py --no-loso          # test split, false positives, latency (~2 min with a warm cache)
     .venv/bin/python benchmarks/moderation_eval.py --recipes v2 > v2.json & .venv/bin/python benchmarks/moderation_eval.py --recipes v3 > v3.json   # both, on 2 cores
     .venv/bin/python benchmarks/moderation_eval.py --recipes v1 v2 v3 # the first head's recipe too
-    .venv/bin/python benchmarks/moderation_finetune.py                # the shipped (v6) recipe's leave-one-source-out (~65-100 min)
+    .venv/bin/python benchmarks/moderation_finetune.py                # the shipped (v6) recipe's leave-one-source-out (68-100 min)
     .venv/bin/python benchmarks/moderation_eval.py --data-dir ../shared/data/moderation --cache-dir .cache/moderation
-    .venv/bin/python benchmarks/moderation_eval.py --no-loso --head /tmp/v4.safetensors --thresholds /tmp/v4.json   # another head file (v4's: git show 84d9cc5:...)
+    .venv/bin/python benchmarks/moderation_eval.py --no-loso --head /tmp/v5.safetensors --thresholds /tmp/v5.json   # another head file (v5's: git show d87ac49:...)
 
 Prints a table on stderr and exactly one JSON line on stdout.
 
@@ -23,7 +23,7 @@ Prints a table on stderr and exactly one JSON line on stdout.
   the MLP + logistic-regression blend, the per-category look-alike rule, the team's examples of
   batches 1-2), ``v3`` the frozen-embedding head (v2 plus the team's batch 3 and at most ``lookalike_flag_rate``
   of the validation look-alikes flagged by any category: ``TrainConfig(tuned_layers=0)``). The shipped
-  v6 recipe also fine-tunes MiniLM's top four layers in every fold, which takes 65-100 minutes:
+  v6 recipe also fine-tunes MiniLM's top four layers in every fold, which takes 68 minutes on a fast host (~100 on a slow one):
   ``benchmarks/moderation_finetune.py`` runs its folds, beside v3's. ``xstest_fpr`` is the share of XSTest's
   250 safe prompts flagged by the head that never saw XSTest, at that head's thresholds.
 - ``test``: the shipped head (and the v3 one kept beside it, ``moderation_head_v3.safetensors``) on the held-out test

@@ -1,6 +1,6 @@
 """The shipped moderation recipe (MiniLM's top layers fine-tuned, blended with the v3 head), leave-one-source-out.
 
-    .venv/bin/python benchmarks/moderation_finetune.py                     # every fold, v6 (65-100 min on 2 cores; a first run ~5-15 min more of MiniLM)
+    .venv/bin/python benchmarks/moderation_finetune.py                     # every fold, v6 (68 min on a fast host, ~100 on a slow one; a first run ~5-15 min more of MiniLM)
     .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 3    # v5's recipe (70-80 min)
     .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 2    # v4's recipe (41-50 min)
     .venv/bin/python benchmarks/moderation_finetune.py --sources toxigen   # one fold (~6 min)
@@ -17,7 +17,7 @@ BCE (positive and row weights computed as the head's, on the tuning rows, ``--lo
 schedule, the epoch with the best mean validation AUPRC kept. The layers below stay frozen, so
 their output is computed once for every row and cached (``cache_dir``, float16), which makes
 training several times faster than end to end on this CPU (measured: 40 texts/s end to end,
-~190 with the top two layers on cached states, ~105-140 with three, ~110-150 with four). Big sources are subsampled to 2,500 training rows
+~190 with the top two layers on cached states, ~105-140 with three; on a faster host 165-170 with three, ~110-150 with four). Big sources are subsampled to 2,500 training rows
 (seeded), so one fold trains on 10,000-13,000 rows.
 
 The folds are those of ``benchmarks/moderation_eval.py``: for each public source (and the team's

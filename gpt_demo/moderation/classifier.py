@@ -272,7 +272,7 @@ class Head:
         if self.w0 is not None:
             out.update(w0=self.w0, b0=self.b0)
         out = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
-        for k, v in (self.tuned or {}).items():  # float16 on disk: 15 MB for four layers instead of 28
+        for k, v in (self.tuned or {}).items():  # float16 on disk: 15 MB for four layers instead of 29
             out[f"tuned.{k}"] = np.ascontiguousarray(v, dtype=np.float16)
         return out
 

@@ -9,12 +9,13 @@ sentence embedding, and MiniLM's top ``tuned_layers`` transformer layers trained
 followed by a linear layer over the normalised mean of their output (eight logits). The layers
 below stay frozen, so in training their output (``cut = 6 - tuned_layers``) is computed once per
 text and cached (``frozen_states``, float16), and only the top layers run forward and backward:
-on 2 cores about 110-150 texts/s with four tuned layers (v6), 110-140 with v5's three and ~190 with v4's two, against 40 end to end. At inference one MiniLM
+on 2 cores ~190 texts/s with v4's two tuned layers and 110-140 with v5's three, against 40 end to end; on v6's faster host
+165-170 with three and 110-150 with four. At inference one MiniLM
 pass gives both views: the sentence embedding from its own last layer, and the tuned layers run on
 layer ``cut``'s states, rounded to float16 as in training. The loss is the head's: masked,
 class-weighted BCE (positive and row weights computed the head's way, on the tuning rows); AdamW
 with a one-cycle schedule; the epoch with the best mean validation AUPRC is kept. Large sources are subsampled to ``tuned_rows_per_source`` training rows (seeded), so
-the shipped run tuned its four layers on 13,035 rows (about 5 minutes on 2 cores). Training reads each text's first
+the shipped run tuned its four layers on 13,035 rows (about 5 minutes on 2 cores, on a fast host). Training reads each text's first
 ``MAX_TOKENS`` word pieces; inference reads MiniLM's whole window (up to 256), which differs for the
 1.3 % of training rows that are longer.
 ``benchmarks/moderation_finetune.py`` measures it leave-one-source-out.
