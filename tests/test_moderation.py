@@ -596,3 +596,23 @@ def test_a_spec_keeps_only_its_layers_and_each_block_is_the_same_alone_or_combin
         np.testing.assert_array_equal(combined[:, 384 * k:384 * (k + 1)], encode(texts, (block,)), err_msg=block)
     # The last-layer-only path the shipped head takes is the sentence embedding itself.
     np.testing.assert_allclose(encode(texts, ("emb",)), embed(texts, progress=False), atol=1e-6)
+
+
+def test_the_batch4_recipe_is_v3_plus_the_unshipped_batch(tmp_path):
+    """``moderation_eval.py --recipes batch4``: the shipped examples (untouched) plus the 130 rows of batch 4, nothing else changed."""
+    import dataclasses
+    import importlib.util
+
+    from gpt_demo.moderation.config import EXAMPLES_PATH, REPO_ROOT, TrainConfig
+    from gpt_demo.moderation.train import _norm, read_jsonl
+
+    spec = importlib.util.spec_from_file_location("moderation_eval", REPO_ROOT / "benchmarks" / "moderation_eval.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    got = bench.recipes(TrainConfig(), tmp_path)
+    shipped, extra = read_jsonl(EXAMPLES_PATH), read_jsonl(bench.BATCH4)
+    assert read_jsonl(got["batch4"].examples) == shipped + extra and got["v3"].examples == EXAMPLES_PATH
+    assert dataclasses.replace(got["batch4"], examples=EXAMPLES_PATH) == got["v3"]
+    assert len(extra) == 130 and {r["meta"]["batch"] for r in extra} == {4} and all(r["meta"]["purpose"] for r in extra)
+    assert not {_norm(r["text"]) for r in extra} & {_norm(r["text"]) for r in shipped}  # new texts only
+    assert {r["meta"]["batch"] for r in shipped} == {1, 2, 3}  # the shipped v6 head was trained without batch 4
