@@ -83,7 +83,8 @@ def test_chat_streams_a_reply_in_the_browser(page, engine):
     page.get_by_text("Parameters").first.click()
     # The slider has taken the value when its range input moves too; only then does Send read temperature 0
     # (once, under load, Send went out first and the answer was sampled at 0.3). A Tab typed before the page
-    # listens is lost (seen in CI: twice in a row the range had not moved after 30 s, then it passed), so the edit is typed again until it takes.
+    # listens is lost (seen in CI: twice in a row the range had not moved after 30 s, then it passed), so the
+    # edit is typed again until it takes.
     for attempt in range(3):
         page.fill("#chat-temperature input[type=number]", "0")
         page.press("#chat-temperature input[type=number]", "Tab")
