@@ -7,6 +7,7 @@
     .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 1 --epochs 2 --rows-per-source 1000 --blend 0.3
     .venv/bin/python benchmarks/moderation_finetune.py --lookalike-weight 2   # look-alikes weigh double in all three recipes
     .venv/bin/python benchmarks/moderation_finetune.py --save-scores /tmp/v6.npz   # keep the held-out scores
+    .venv/bin/python benchmarks/moderation_finetune.py --examples /tmp/ex4.jsonl     # other team examples (here: + batch 4)
 
 Prints a table on stderr and exactly one JSON line on stdout.
 
@@ -84,6 +85,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=Path, help="moderation JSONL folder (default: ../shared/data/moderation)")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/moderation"), help="feature and frozen-state cache")
     p.add_argument("--sources", nargs="*", default=[], help="only these folds (default: every source and gpt-demo)")
+    p.add_argument("--examples", type=Path, help="the team's examples (default: the shipped gpt_demo/data/moderation_examples.jsonl)")
     p.add_argument("--save-scores", type=Path, metavar="NPZ",
                    help="also write every recipe's held-out scores, the labels and the sources to this .npz, "
                         "to compare recipes afterwards without training again")
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:  # v6: the defaults; the head part of every recipe is v3's
         cfg = TrainConfig(cache_dir=args.cache_dir, **({"data_dir": args.data_dir} if args.data_dir else {}),
+                          **({"examples": args.examples} if args.examples else {}),
                           **{name: getattr(args, name) for name in flags})
     except ValueError as exc:
         p.error(str(exc))

@@ -8,6 +8,7 @@ The example sentences here were written for the tests and are not in the trainin
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import subprocess
@@ -306,7 +307,7 @@ def test_two_runs_with_the_same_seed_give_the_same_thresholds(tiny):
 
 
 def test_only_the_shipped_recipe_is_called_version_6(tmp_path, monkeypatch):
-    from gpt_demo.moderation.config import REPO_ROOT, TrainConfig
+    from gpt_demo.moderation.config import EXAMPLES_SHA256, REPO_ROOT, TrainConfig
 
     monkeypatch.chdir(REPO_ROOT)  # the JSON's paths are relative to the repository
     report = json.loads(THRESHOLDS_PATH.read_text())
@@ -316,6 +317,14 @@ def test_only_the_shipped_recipe_is_called_version_6(tmp_path, monkeypatch):
     other = {TrainConfig(epochs=5).version, TrainConfig(epochs=6).version, TrainConfig(tuned_layers=0).version,
              TrainConfig(tuned_layers=3).version}  # v5's recipe no longer answers as the shipped head
     assert len(other) == 4 and all(v.startswith("6+") and len(v) == 10 for v in other)
+    # the examples count by content: the pin matches the shipped file, a copy is v6, one more row is not
+    shipped_examples = TrainConfig().examples.read_bytes()
+    assert hashlib.sha256(shipped_examples).hexdigest() == EXAMPLES_SHA256
+    (tmp_path / "copy.jsonl").write_bytes(shipped_examples)
+    (tmp_path / "more.jsonl").write_bytes(shipped_examples + b'{"text": "one more", "categories": []}\n')
+    assert TrainConfig(examples=tmp_path / "copy.jsonl").version == "6"
+    more, none = TrainConfig(examples=tmp_path / "more.jsonl").version, TrainConfig(examples="").version
+    assert more.startswith("6+") and none.startswith("6+") and more != none
 
 
 def test_train_config_validation_names_the_field():

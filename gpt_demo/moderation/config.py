@@ -25,6 +25,8 @@ EXAMPLES_PATH = DATA_DIR / "moderation_examples.jsonl"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 LABEL_MAPS = ("v1", "v2")
 HEAD_VERSION = "6"  # the response's model field: gpt-demo-moderation-6
+# What the shipped head was trained on: an edited examples file is another recipe (tests check the pin).
+EXAMPLES_SHA256 = "06c55b412ab27937b6e78818876d3ff84d0d4d01c3fca0c475ea29dc8127fee3"
 DEFAULT_FEATURES = ("emb",)
 BLOCK_DIM = 384
 _BLOCK = re.compile(r"^(emb|mean[0-6]|max[0-6])$")
@@ -197,10 +199,15 @@ class TrainConfig:
 
         Where the data, the head and the cache live does not count (``data_dir``, ``out_dir``, ``cache_dir``);
         everything else does, so a head retrained with other settings never claims the shipped head's name.
+        The examples count by content, not by path: a copy of the shipped file elsewhere is the shipped
+        recipe, the shipped file edited in place is not (``EXAMPLES_SHA256`` pins what v6 was trained on).
         """
         default = TrainConfig()
         changed = {f.name: str(_comparable(getattr(self, f.name))) for f in fields(self) if f.name not in _PLACES
+                   and f.name != "examples"
                    and _comparable(getattr(self, f.name)) != _comparable(getattr(default, f.name))}
+        if (examples := _examples_key(self.examples)) != f"sha256:{EXAMPLES_SHA256}":
+            changed["examples"] = examples
         if not changed:
             return HEAD_VERSION
         return f"{HEAD_VERSION}+{hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]}"
@@ -221,6 +228,16 @@ _PLACES = ("data_dir", "out_dir", "cache_dir")
 
 def _comparable(value):
     return Path(value).resolve() if isinstance(value, Path) else value
+
+
+def _examples_key(path: Path | None) -> str | None:
+    """``sha256:<hex>`` of an examples file's bytes; its resolved path where it cannot be read; None for none."""
+    if path is None:
+        return None
+    try:
+        return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return str(Path(path).resolve())
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
