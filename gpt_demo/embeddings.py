@@ -112,11 +112,16 @@ def minilm_model():
     global _minilm
     with _lock:
         if _minilm is None:
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise RuntimeError("embeddings need sentence-transformers: pip install 'gpt-demo[embed]'") from exc
-            _minilm = SentenceTransformer(str(minilm_path()), device="cpu", local_files_only=True)
+            from gpt_demo.models.quiet import quiet_libraries
+
+            # quiet: sentence-transformers imports transformers' Trainer, which imports peft, which imports
+            # bitsandbytes, which logs a warning on CPUs with AVX512-BF16 (no kernels hub offline)
+            with quiet_libraries():
+                try:
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:
+                    raise RuntimeError("embeddings need sentence-transformers: pip install 'gpt-demo[embed]'") from exc
+                _minilm = SentenceTransformer(str(minilm_path()), device="cpu", local_files_only=True)
         return _minilm
 
 

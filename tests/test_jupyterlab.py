@@ -209,7 +209,8 @@ def test_quickstart_in_jupyterlab_streams_hovers_slides_trains_and_shows_no_warn
         train.screenshot(path=str(SCREENSHOTS / "notebook-train.png"))
 
         # -- no output anywhere is a traceback, an error or a warning (stderr streams included)
-        assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+        stderr = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+        assert stderr == [], stderr
         texts = page.locator(".jp-OutputArea-output").all_inner_texts()
         noisy = [t for t in texts if re.search(r"Traceback|Error|Warning|warn\(", t)]
         assert noisy == [], noisy

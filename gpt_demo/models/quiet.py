@@ -42,8 +42,9 @@ _SAVED: dict = {}
 LIBRARIES = (r"(transformers|peft|trl|accelerate|bitsandbytes|torch|datasets|huggingface_hub|tokenizers"
              r"|safetensors|sentence_transformers)(\.|$)")
 # Libraries that log through the standard logging module at import or load time (bitsandbytes says
-# "Failed to load CPU gemm_4bit_forward from kernels-community" on CPUs with AVX512-BF16).
-LOGGERS = ("bitsandbytes", "accelerate", "peft", "trl", "datasets")
+# "Failed to load CPU gemm_4bit_forward from kernels-community" on CPUs with AVX512-BF16, after asking
+# kernels for it, which says "Skipping publisher trust check ..." when the hub is offline).
+LOGGERS = ("bitsandbytes", "kernels", "accelerate", "peft", "trl", "datasets")
 
 
 def _enter() -> None:
