@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/moderation_eval.py --no-loso          # test split, false positives, latency (~2 min with a warm cache)
     .venv/bin/python benchmarks/moderation_eval.py --recipes v2 > v2.json & .venv/bin/python benchmarks/moderation_eval.py --recipes v3 > v3.json   # both, on 2 cores
     .venv/bin/python benchmarks/moderation_eval.py --recipes v1 v2 v3 # the first head's recipe too
-    .venv/bin/python benchmarks/moderation_eval.py --recipes v3 batch4   # the team's batch 4 measured: v3 beside v3 + batch 4 (~10 min)
-    .venv/bin/python benchmarks/moderation_finetune.py                # the shipped (v6) recipe's leave-one-source-out (68-100 min)
+    .venv/bin/python benchmarks/moderation_eval.py --recipes v3 v7   # the team's batch 4 measured: v3 beside v3 + batch 4 (~10 min)
+    .venv/bin/python benchmarks/moderation_finetune.py                # the shipped (v7) recipe's leave-one-source-out (90-100 min)
     .venv/bin/python benchmarks/moderation_eval.py --data-dir ../shared/data/moderation --cache-dir .cache/moderation
     .venv/bin/python benchmarks/moderation_eval.py --no-loso --head /tmp/v5.safetensors --thresholds /tmp/v5.json   # another head file (v5's: git show d87ac49:...)
 
@@ -23,9 +23,9 @@ Prints a table on stderr and exactly one JSON line on stdout.
   embedding alone, label map v1, the first 510 team examples), ``v2`` the second (label map v2,
   the MLP + logistic-regression blend, the per-category look-alike rule, the team's examples of
   batches 1-2), ``v3`` the frozen-embedding head (v2 plus the team's batch 3 and at most ``lookalike_flag_rate``
-  of the validation look-alikes flagged by any category: ``TrainConfig(tuned_layers=0)``). The shipped
-  v6 recipe also fine-tunes MiniLM's top four layers in every fold, which takes 68 minutes on a fast host (~100 on a slow one):
-  ``benchmarks/moderation_finetune.py`` runs its folds, beside v3's. ``xstest_fpr`` is the share of XSTest's
+  of the validation look-alikes flagged by any category), ``v7`` the frozen half of the shipped head (v3 plus the
+  team's batch 4: ``TrainConfig(tuned_layers=0)``). The shipped v7 recipe also fine-tunes MiniLM's top four layers
+  in every fold, which takes 68-100 minutes: ``benchmarks/moderation_finetune.py`` runs its folds, beside the frozen half's. ``xstest_fpr`` is the share of XSTest's
   250 safe prompts flagged by the head that never saw XSTest, at that head's thresholds.
 - ``test``: the shipped head (and the v3 one kept beside it, ``moderation_head_v3.safetensors``) on the held-out test
   split of the shipped run (seed and fractions from the thresholds JSON; 15 % of every (source, label)
@@ -75,7 +75,6 @@ from gpt_demo.moderation.train import (  # noqa: E402
     fit_head,
 )
 
-BATCH4 = Path(__file__).resolve().parent / "data" / "moderation_examples_batch4.jsonl"  # the team's batch 4, not shipped
 PREVIOUS_HEAD = DATA_DIR / "moderation_head_v3.safetensors"  # the head before this one, kept for comparison
 PREVIOUS_THRESHOLDS = DATA_DIR / "moderation_thresholds_v3.json"
 ORDINARY = [
@@ -112,9 +111,9 @@ def overall(scores: np.ndarray, labels: np.ndarray) -> float | None:
 def recipes(base: TrainConfig, tmp: Path) -> dict[str, TrainConfig]:
     """``v1``: the first head (features, label map, team examples of batch 1); ``v2``: the second head (batches 1-2,
     the per-category look-alike rule only, look-alikes weighted like any row); ``v3``: the frozen-embedding head (the shipped
-    defaults without tuned layers); ``batch4``: v3 with the team's batch 4 (``BATCH4``: insults of commenters, public
-    figures and non-protected groups, and civil criticism of them; measured, not shipped). None tunes MiniLM:
-    ``moderation_finetune.py`` measures that."""
+    examples of batches 1-3, without tuned layers); ``v7``: the shipped defaults without tuned layers, so v3 plus the
+    team's batch 4 (insults of commenters, public figures and non-protected groups, and civil criticism of them).
+    None tunes MiniLM: ``moderation_finetune.py`` measures that."""
     def examples(last_batch: int) -> Path:
         path = tmp / f"moderation_examples_to_batch_{last_batch}.jsonl"
         rows = [r for r in read_jsonl(base.examples or EXAMPLES_PATH) if (r.get("meta") or {}).get("batch", 1) <= last_batch]
@@ -125,9 +124,7 @@ def recipes(base: TrainConfig, tmp: Path) -> dict[str, TrainConfig]:
     v1 = dataclasses.replace(base, features=("emb",), label_map="v1", examples=examples(1), focal_gamma=0.0, hidden=256, blend=0.0,
                              lookalike_fpr=0.0, threshold_folds=5, lookalike_flag_rate=1.0, lookalike_weight=1.0)
     v2 = dataclasses.replace(base, examples=examples(2), lookalike_flag_rate=1.0, lookalike_weight=1.0)
-    with_batch4 = tmp / "moderation_examples_with_batch_4.jsonl"
-    with_batch4.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(base.examples or EXAMPLES_PATH) + read_jsonl(BATCH4)))
-    return {"v1": v1, "v2": v2, "v3": base, "batch4": dataclasses.replace(base, examples=with_batch4)}
+    return {"v1": v1, "v2": v2, "v3": dataclasses.replace(base, examples=examples(3)), "v7": base}
 
 
 def loso(cfg: TrainConfig, eval_rows, x_cache, name: str) -> dict:
@@ -207,8 +204,8 @@ def main(argv=None) -> int:
     p.add_argument("--head", type=Path, default=HEAD_PATH, help="head file for the test split, false positives and latency (default: the shipped one)")
     p.add_argument("--thresholds", type=Path, default=THRESHOLDS_PATH, help="its thresholds JSON (default: the shipped one)")
     p.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out runs")
-    p.add_argument("--recipes", nargs="*", default=["v3"], choices=["v1", "v2", "v3", "batch4"],
-                   help="LOSO recipes to run (batch4: v3 plus benchmarks/data/moderation_examples_batch4.jsonl)")
+    p.add_argument("--recipes", nargs="*", default=["v7"], choices=["v1", "v2", "v3", "v7"],
+                   help="LOSO recipes to run (v7: the shipped defaults without tuned layers, v3 plus the team's batch 4)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training the LOSO heads")
     args = p.parse_args(argv)
     t0 = time.time()
@@ -288,7 +285,7 @@ def main(argv=None) -> int:
 
 def table(out: dict) -> None:
     lo = out.get("loso", {})
-    names = [n for n in ("v1", "v2", "v3", "batch4") if n in lo]
+    names = [n for n in ("v1", "v2", "v3", "v7") if n in lo]
     if names:
         log("\nleave-one-source-out AUPRC (pooled over the public sources)")
         log("| category | " + " | ".join(names) + " |")

@@ -1,13 +1,14 @@
 """The shipped moderation recipe (MiniLM's top layers fine-tuned, blended with the v3 head), leave-one-source-out.
 
-    .venv/bin/python benchmarks/moderation_finetune.py                     # every fold, v6 (68 min on a fast host, ~100 on a slow one; a first run ~5-15 min more of MiniLM)
+    .venv/bin/python benchmarks/moderation_finetune.py                     # every fold, v7 (~90 min on a fast host; a first run ~5-15 min more of MiniLM)
+    .venv/bin/python benchmarks/moderation_finetune.py --last-batch 3      # v6's recipe: the team's examples without batch 4
     .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 3    # v5's recipe (70-80 min)
     .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 2    # v4's recipe (41-50 min)
     .venv/bin/python benchmarks/moderation_finetune.py --sources toxigen   # one fold (~6 min)
     .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 1 --epochs 2 --rows-per-source 1000 --blend 0.3
     .venv/bin/python benchmarks/moderation_finetune.py --lookalike-weight 2   # look-alikes weigh double in all three recipes
-    .venv/bin/python benchmarks/moderation_finetune.py --save-scores /tmp/v6.npz   # keep the held-out scores
-    .venv/bin/python benchmarks/moderation_finetune.py --examples /tmp/ex4.jsonl     # other team examples (here: + batch 4)
+    .venv/bin/python benchmarks/moderation_finetune.py --save-scores /tmp/v7.npz   # keep the held-out scores
+    .venv/bin/python benchmarks/moderation_finetune.py --examples /tmp/mine.jsonl    # other team examples
 
 Prints a table on stderr and exactly one JSON line on stdout.
 
@@ -27,7 +28,7 @@ their validation split (``choose_thresholds``, the shipped rules), score every r
 source. Three recipes are scored on the same folds and pooled the same way: ``v3`` (the v3
 head on the frozen sentence embedding, trained here again per fold: the same figures as
 ``moderation_eval.py --recipes v3``), ``tuned`` (the fine-tuned layers alone) and ``blend`` (the shipped
-recipe with the default flags, v6: their blend, weight ``--blend`` on the tuned scores, with its own thresholds chosen on the
+recipe with the default flags, v7: their blend, weight ``--blend`` on the tuned scores, with its own thresholds chosen on the
 blended validation scores).
 """
 
@@ -37,6 +38,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,6 +59,7 @@ from gpt_demo.moderation.train import (  # noqa: E402
     label_matrix,
     load_rows,
     lookalikes,
+    read_jsonl,
     row_weights,
 )
 from gpt_demo.moderation.tuned import check_tuned_path, cut_layer, frozen_states, state_scores, subsample, train_tuned  # noqa: E402
@@ -86,6 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/moderation"), help="feature and frozen-state cache")
     p.add_argument("--sources", nargs="*", default=[], help="only these folds (default: every source and gpt-demo)")
     p.add_argument("--examples", type=Path, help="the team's examples (default: the shipped gpt_demo/data/moderation_examples.jsonl)")
+    p.add_argument("--last-batch", type=int, metavar="N",
+                   help="train on the team's examples of batches 1..N only (3: v6's data; default: all of them)")
     p.add_argument("--save-scores", type=Path, metavar="NPZ",
                    help="also write every recipe's held-out scores, the labels and the sources to this .npz, "
                         "to compare recipes afterwards without training again")
@@ -97,12 +102,20 @@ def main(argv=None) -> int:
         f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
         p.add_argument(flag, dest=name, type=kind, default=f.default, help=f"{f.metadata['help']} (default: {f.default})")
     args = p.parse_args(argv)
-    try:  # v6: the defaults; the head part of every recipe is v3's
+    try:  # v7: the defaults; the head part of every recipe is v3's
         cfg = TrainConfig(cache_dir=args.cache_dir, **({"data_dir": args.data_dir} if args.data_dir else {}),
                           **({"examples": args.examples} if args.examples else {}),
                           **{name: getattr(args, name) for name in flags})
     except ValueError as exc:
         p.error(str(exc))
+    if args.last_batch is not None:
+        batches = sorted({(r.get("meta") or {}).get("batch", 1) for r in read_jsonl(cfg.examples)})
+        if args.last_batch not in batches:
+            p.error(f"--last-batch {args.last_batch}: {cfg.examples} has batches {' '.join(map(str, batches))}")
+        kept = Path(tempfile.mkdtemp()) / f"moderation_examples_to_batch_{args.last_batch}.jsonl"
+        kept.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(cfg.examples)
+                                if (r.get("meta") or {}).get("batch", 1) <= args.last_batch))
+        cfg = dataclasses.replace(cfg, examples=kept)
     if args.save_scores and (args.save_scores.suffix != ".npz" or not args.save_scores.parent.is_dir()):
         p.error(f"--save-scores {args.save_scores}: give a .npz path in an existing folder")
     if not cfg.tuned_layers or cfg.tuned_blend >= 1:

@@ -111,7 +111,7 @@ def test_a_string_gives_one_result_and_a_list_gives_a_list():
 
 # -- categories -------------------------------------------------------------------------
 # Known misses of the shipped head, kept visible rather than deleted: strict, so a head that flags them fails here
-# until the entry is removed. (v4 missed the synagogue threat's hate/threatening; v5 and v6 catch it.)
+# until the entry is removed. (v4 missed the synagogue threat's hate/threatening; v5, v6 and v7 catch it.)
 KNOWN_MISSES: set[tuple[str, str]] = set()
 
 
@@ -298,7 +298,7 @@ def test_two_runs_with_the_same_seed_give_the_same_thresholds(tiny):
     assert not np.array_equal(hc.w1, ha.w1)
     # Neither claims the shipped head's name: their settings differ from the shipped recipe's, and from each other.
     assert ha.version == a.report["version"] and a.report["model"] == f"gpt-demo-moderation-{ha.version}"
-    assert ha.version.startswith("6+") and hc.version.startswith("6+") and hc.version != ha.version
+    assert ha.version.startswith("7+") and hc.version.startswith("7+") and hc.version != ha.version
     # The tuned MiniLM layers are part of it (in tensors() above) and what moderate() runs reproduces the report.
     assert ha.tuned_layers == 4 and any(k.startswith("tuned.layers.3.") for k in ha.tensors())
     now = moderate(list(a.report["probe_scores"]), config=ModerationConfig(head_path=a.head_path, thresholds_path=a.thresholds_path))
@@ -306,25 +306,25 @@ def test_two_runs_with_the_same_seed_give_the_same_thresholds(tiny):
         np.testing.assert_allclose([r.category_scores[c] for c in CATEGORIES], scores, atol=2e-4, err_msg=text)
 
 
-def test_only_the_shipped_recipe_is_called_version_6(tmp_path, monkeypatch):
+def test_only_the_shipped_recipe_is_called_version_7(tmp_path, monkeypatch):
     from gpt_demo.moderation.config import EXAMPLES_SHA256, REPO_ROOT, TrainConfig
 
     monkeypatch.chdir(REPO_ROOT)  # the JSON's paths are relative to the repository
     report = json.loads(THRESHOLDS_PATH.read_text())
     shipped = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].items()})
-    assert shipped.version == TrainConfig().version == report["version"] == "6"
-    assert TrainConfig(out_dir=tmp_path, cache_dir=tmp_path / "c", data_dir=tmp_path).version == "6"  # places don't count
+    assert shipped.version == TrainConfig().version == report["version"] == "7"
+    assert TrainConfig(out_dir=tmp_path, cache_dir=tmp_path / "c", data_dir=tmp_path).version == "7"  # places don't count
     other = {TrainConfig(epochs=5).version, TrainConfig(epochs=6).version, TrainConfig(tuned_layers=0).version,
              TrainConfig(tuned_layers=3).version}  # v5's recipe no longer answers as the shipped head
-    assert len(other) == 4 and all(v.startswith("6+") and len(v) == 10 for v in other)
-    # the examples count by content: the pin matches the shipped file, a copy is v6, one more row is not
+    assert len(other) == 4 and all(v.startswith("7+") and len(v) == 10 for v in other)
+    # the examples count by content: the pin matches the shipped file, a copy is v7, one more row is not
     shipped_examples = TrainConfig().examples.read_bytes()
     assert hashlib.sha256(shipped_examples).hexdigest() == EXAMPLES_SHA256
     (tmp_path / "copy.jsonl").write_bytes(shipped_examples)
     (tmp_path / "more.jsonl").write_bytes(shipped_examples + b'{"text": "one more", "categories": []}\n')
-    assert TrainConfig(examples=tmp_path / "copy.jsonl").version == "6"
+    assert TrainConfig(examples=tmp_path / "copy.jsonl").version == "7"
     more, none = TrainConfig(examples=tmp_path / "more.jsonl").version, TrainConfig(examples="").version
-    assert more.startswith("6+") and none.startswith("6+") and more != none
+    assert more.startswith("7+") and none.startswith("7+") and more != none
 
 
 def test_train_config_validation_names_the_field():
@@ -362,7 +362,7 @@ def test_response_names_the_classifier_version_and_v3_still_loads():
 
     shipped = Head.load(HEAD_PATH)
     assert moderation_response("hello")["model"] == f"gpt-demo-moderation-{shipped.version}" == get_moderator().model_id \
-        == "gpt-demo-moderation-6"
+        == "gpt-demo-moderation-7"
     v3 = ModerationConfig(head_path=DATA_DIR / "moderation_head_v3.safetensors",
                           thresholds_path=DATA_DIR / "moderation_thresholds_v3.json")
     old = moderate("I want to kill him", config=v3)
@@ -451,7 +451,7 @@ def test_every_team_example_states_its_purpose():
     from gpt_demo.moderation.train import read_jsonl
 
     rows = read_jsonl(EXAMPLES_PATH)
-    assert rows and all(r["meta"].get("purpose") and r["meta"].get("batch") in (1, 2, 3) for r in rows)
+    assert rows and all(r["meta"].get("purpose") and r["meta"].get("batch") in (1, 2, 3, 4) for r in rows)
     assert len({r["id"] for r in rows}) == len(rows)
 
 
@@ -584,7 +584,7 @@ def test_tuned_layers_run_like_minilms_own_and_a_head_that_has_them_needs_their_
              metadata=dict(shipped.metadata)).save(tmp_path / "h.safetensors")
         with pytest.raises(RuntimeError, match=message):
             Head.load(tmp_path / "h.safetensors")
-    # Training scores validation rows from cached states after layer cut_layer(tuned_layers) (2 for v6); moderate() runs MiniLM live. Same layer, same numbers:
+    # Training scores validation rows from cached states after layer cut_layer(tuned_layers) (2 for v6 and v7); moderate() runs MiniLM live. Same layer, same numbers:
     # an off-by-one between the two would pass every probe test (both sides of those use the live path).
     from gpt_demo.moderation.tuned import cut_layer, frozen_states, state_scores
 
@@ -607,8 +607,8 @@ def test_a_spec_keeps_only_its_layers_and_each_block_is_the_same_alone_or_combin
     np.testing.assert_allclose(encode(texts, ("emb",)), embed(texts, progress=False), atol=1e-6)
 
 
-def test_the_batch4_recipe_is_v3_plus_the_unshipped_batch(tmp_path):
-    """``moderation_eval.py --recipes batch4``: the shipped examples (untouched) plus the 130 rows of batch 4, nothing else changed."""
+def test_the_v3_recipe_is_the_shipped_examples_without_batch_4(tmp_path):
+    """``moderation_eval.py --recipes v3 v7``: v3 trains on batches 1-3 of the shipped file, v7 on all of it, nothing else differs."""
     import dataclasses
     import importlib.util
 
@@ -619,9 +619,10 @@ def test_the_batch4_recipe_is_v3_plus_the_unshipped_batch(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     got = bench.recipes(TrainConfig(), tmp_path)
-    shipped, extra = read_jsonl(EXAMPLES_PATH), read_jsonl(bench.BATCH4)
-    assert read_jsonl(got["batch4"].examples) == shipped + extra and got["v3"].examples == EXAMPLES_PATH
-    assert dataclasses.replace(got["batch4"], examples=EXAMPLES_PATH) == got["v3"]
-    assert len(extra) == 130 and {r["meta"]["batch"] for r in extra} == {4} and all(r["meta"]["purpose"] for r in extra)
-    assert not {_norm(r["text"]) for r in extra} & {_norm(r["text"]) for r in shipped}  # new texts only
-    assert {r["meta"]["batch"] for r in shipped} == {1, 2, 3}  # the shipped v6 head was trained without batch 4
+    shipped = read_jsonl(EXAMPLES_PATH)
+    before, extra = read_jsonl(got["v3"].examples), [r for r in shipped if r["meta"]["batch"] == 4]
+    assert before + extra == shipped and got["v7"].examples == EXAMPLES_PATH  # batch 4 was appended, in order
+    assert dataclasses.replace(got["v3"], examples=EXAMPLES_PATH) == got["v7"] == TrainConfig(tuned_layers=0)
+    assert len(extra) == 130 and {r["meta"]["group"] for r in extra} == {"hr5", "neg5"}
+    assert not {_norm(r["text"]) for r in extra} & {_norm(r["text"]) for r in before}  # new texts only
+    assert {r["meta"]["batch"] for r in before} == {1, 2, 3}

@@ -317,7 +317,7 @@ def test_embeddings_formats_and_dimensions(client):
 
 def test_moderations_seed_example(client):
     r = client.moderations.create(input="I want to kill him")  # the seed's example, in today's syntax
-    assert r.id.startswith("modr-") and r.model == "gpt-demo-moderation-6"  # the classifier and its version
+    assert r.id.startswith("modr-") and r.model == "gpt-demo-moderation-7"  # the classifier and its version
     assert r.results[0].flagged and r.results[0].categories.violence
     assert r.results[0].category_scores.violence > 0.5
     both = client.moderations.create(model="text-moderation-stable",

