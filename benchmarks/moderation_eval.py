@@ -4,10 +4,10 @@
     .venv/bin/python benchmarks/moderation_eval.py --no-loso          # test split, false positives, latency (~2 min with a warm cache)
     .venv/bin/python benchmarks/moderation_eval.py --recipes v2 > v2.json & .venv/bin/python benchmarks/moderation_eval.py --recipes v3 > v3.json   # both, on 2 cores
     .venv/bin/python benchmarks/moderation_eval.py --recipes v1 v2 v3 # the first head's recipe too
-    .venv/bin/python benchmarks/moderation_eval.py --recipes v3 v7   # the team's batch 4 measured: v3 beside v3 + batch 4 (~10 min)
-    .venv/bin/python benchmarks/moderation_finetune.py                # the shipped (v7) recipe's leave-one-source-out (90-100 min)
+    .venv/bin/python benchmarks/moderation_eval.py --recipes v3 v7-frozen   # the team's batch 4 measured: v3 beside v3 + batch 4, v7's frozen half (~15 min)
+    .venv/bin/python benchmarks/moderation_finetune.py                # the shipped (v7) recipe's leave-one-source-out (~92 min)
     .venv/bin/python benchmarks/moderation_eval.py --data-dir ../shared/data/moderation --cache-dir .cache/moderation
-    .venv/bin/python benchmarks/moderation_eval.py --no-loso --head /tmp/v5.safetensors --thresholds /tmp/v5.json   # another head file (v5's: git show d87ac49:...)
+    .venv/bin/python benchmarks/moderation_eval.py --no-loso --head /tmp/v6.safetensors --thresholds /tmp/v6.json   # another head file (v6's: git show c9da6e3:...)
 
 Prints a table on stderr and exactly one JSON line on stdout.
 
@@ -23,9 +23,9 @@ Prints a table on stderr and exactly one JSON line on stdout.
   embedding alone, label map v1, the first 510 team examples), ``v2`` the second (label map v2,
   the MLP + logistic-regression blend, the per-category look-alike rule, the team's examples of
   batches 1-2), ``v3`` the frozen-embedding head (v2 plus the team's batch 3 and at most ``lookalike_flag_rate``
-  of the validation look-alikes flagged by any category), ``v7`` the frozen half of the shipped head (v3 plus the
+  of the validation look-alikes flagged by any category), ``v7-frozen`` the frozen half of the shipped head (v3 plus the
   team's batch 4: ``TrainConfig(tuned_layers=0)``). The shipped v7 recipe also fine-tunes MiniLM's top four layers
-  in every fold, which takes 68-100 minutes: ``benchmarks/moderation_finetune.py`` runs its folds, beside the frozen half's. ``xstest_fpr`` is the share of XSTest's
+  in every fold, which takes ~92 minutes: ``benchmarks/moderation_finetune.py`` runs its folds, beside the frozen half's. ``xstest_fpr`` is the share of XSTest's
   250 safe prompts flagged by the head that never saw XSTest, at that head's thresholds.
 - ``test``: the shipped head (and the v3 one kept beside it, ``moderation_head_v3.safetensors``) on the held-out test
   split of the shipped run (seed and fractions from the thresholds JSON; 15 % of every (source, label)
@@ -111,7 +111,7 @@ def overall(scores: np.ndarray, labels: np.ndarray) -> float | None:
 def recipes(base: TrainConfig, tmp: Path) -> dict[str, TrainConfig]:
     """``v1``: the first head (features, label map, team examples of batch 1); ``v2``: the second head (batches 1-2,
     the per-category look-alike rule only, look-alikes weighted like any row); ``v3``: the frozen-embedding head (the shipped
-    examples of batches 1-3, without tuned layers); ``v7``: the shipped defaults without tuned layers, so v3 plus the
+    examples of batches 1-3, without tuned layers); ``v7-frozen``: the shipped defaults without tuned layers, so v3 plus the
     team's batch 4 (insults of commenters, public figures and non-protected groups, and civil criticism of them).
     None tunes MiniLM: ``moderation_finetune.py`` measures that."""
     def examples(last_batch: int) -> Path:
@@ -120,11 +120,11 @@ def recipes(base: TrainConfig, tmp: Path) -> dict[str, TrainConfig]:
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return path
 
-    base = dataclasses.replace(base, tuned_layers=0)
+    base = dataclasses.replace(base, tuned_layers=0, examples=base.examples or EXAMPLES_PATH)
     v1 = dataclasses.replace(base, features=("emb",), label_map="v1", examples=examples(1), focal_gamma=0.0, hidden=256, blend=0.0,
                              lookalike_fpr=0.0, threshold_folds=5, lookalike_flag_rate=1.0, lookalike_weight=1.0)
     v2 = dataclasses.replace(base, examples=examples(2), lookalike_flag_rate=1.0, lookalike_weight=1.0)
-    return {"v1": v1, "v2": v2, "v3": dataclasses.replace(base, examples=examples(3)), "v7": base}
+    return {"v1": v1, "v2": v2, "v3": dataclasses.replace(base, examples=examples(3)), "v7-frozen": base}
 
 
 def loso(cfg: TrainConfig, eval_rows, x_cache, name: str) -> dict:
@@ -204,8 +204,8 @@ def main(argv=None) -> int:
     p.add_argument("--head", type=Path, default=HEAD_PATH, help="head file for the test split, false positives and latency (default: the shipped one)")
     p.add_argument("--thresholds", type=Path, default=THRESHOLDS_PATH, help="its thresholds JSON (default: the shipped one)")
     p.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out runs")
-    p.add_argument("--recipes", nargs="*", default=["v7"], choices=["v1", "v2", "v3", "v7"],
-                   help="LOSO recipes to run (v7: the shipped defaults without tuned layers, v3 plus the team's batch 4)")
+    p.add_argument("--recipes", nargs="*", default=["v7-frozen"], choices=["v1", "v2", "v3", "v7-frozen"],
+                   help="LOSO recipes to run (v7-frozen: the shipped defaults without tuned layers, v3 plus the team's batch 4)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training the LOSO heads")
     args = p.parse_args(argv)
     t0 = time.time()
@@ -285,7 +285,7 @@ def main(argv=None) -> int:
 
 def table(out: dict) -> None:
     lo = out.get("loso", {})
-    names = [n for n in ("v1", "v2", "v3", "v7") if n in lo]
+    names = [n for n in ("v1", "v2", "v3", "v7-frozen") if n in lo]
     if names:
         log("\nleave-one-source-out AUPRC (pooled over the public sources)")
         log("| category | " + " | ".join(names) + " |")

@@ -1,9 +1,9 @@
 """The shipped moderation recipe (MiniLM's top layers fine-tuned, blended with the v3 head), leave-one-source-out.
 
-    .venv/bin/python benchmarks/moderation_finetune.py                     # every fold, v7 (~90 min on a fast host; a first run ~5-15 min more of MiniLM)
+    .venv/bin/python benchmarks/moderation_finetune.py                     # every fold, v7 (~92 min; a first run ~5-15 min more of MiniLM)
     .venv/bin/python benchmarks/moderation_finetune.py --last-batch 3      # v6's recipe: the team's examples without batch 4
-    .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 3    # v5's recipe (70-80 min)
-    .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 2    # v4's recipe (41-50 min)
+    .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 3 --last-batch 3   # v5's recipe (70-80 min)
+    .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 2 --last-batch 3   # v4's recipe (41-50 min)
     .venv/bin/python benchmarks/moderation_finetune.py --sources toxigen   # one fold (~6 min)
     .venv/bin/python benchmarks/moderation_finetune.py --tuned-layers 1 --epochs 2 --rows-per-source 1000 --blend 0.3
     .venv/bin/python benchmarks/moderation_finetune.py --lookalike-weight 2   # look-alikes weigh double in all three recipes
@@ -27,7 +27,7 @@ examples), train on the train split of every other source, choose the epoch and 
 their validation split (``choose_thresholds``, the shipped rules), score every row of the left-out
 source. Three recipes are scored on the same folds and pooled the same way: ``v3`` (the v3
 head on the frozen sentence embedding, trained here again per fold: the same figures as
-``moderation_eval.py --recipes v3``), ``tuned`` (the fine-tuned layers alone) and ``blend`` (the shipped
+``moderation_eval.py --recipes v7-frozen``, or ``--recipes v3`` with ``--last-batch 3``), ``tuned`` (the fine-tuned layers alone) and ``blend`` (the shipped
 recipe with the default flags, v7: their blend, weight ``--blend`` on the tuned scores, with its own thresholds chosen on the
 blended validation scores).
 """
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import tempfile
@@ -112,10 +113,11 @@ def main(argv=None) -> int:
         batches = sorted({(r.get("meta") or {}).get("batch", 1) for r in read_jsonl(cfg.examples)})
         if args.last_batch not in batches:
             p.error(f"--last-batch {args.last_batch}: {cfg.examples} has batches {' '.join(map(str, batches))}")
-        kept = Path(tempfile.mkdtemp()) / f"moderation_examples_to_batch_{args.last_batch}.jsonl"
-        kept.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(cfg.examples)
-                                if (r.get("meta") or {}).get("batch", 1) <= args.last_batch))
-        cfg = dataclasses.replace(cfg, examples=kept)
+        tmp = tempfile.TemporaryDirectory()  # lives until main returns
+        to_batch = Path(tmp.name) / f"moderation_examples_to_batch_{args.last_batch}.jsonl"
+        to_batch.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(cfg.examples)
+                                    if (r.get("meta") or {}).get("batch", 1) <= args.last_batch))
+        cfg = dataclasses.replace(cfg, examples=to_batch)
     if args.save_scores and (args.save_scores.suffix != ".npz" or not args.save_scores.parent.is_dir()):
         p.error(f"--save-scores {args.save_scores}: give a .npz path in an existing folder")
     if not cfg.tuned_layers or cfg.tuned_blend >= 1:
@@ -170,6 +172,8 @@ def main(argv=None) -> int:
             for n, e in fold.items()))
 
     report = {"benchmark": "moderation_finetune", "folds": folds, **{name: getattr(cfg, name) for name in flags},
+              "examples": str(args.examples or "shipped"), "last_batch": args.last_batch,
+              "examples_sha256": hashlib.sha256(Path(cfg.examples).read_bytes()).hexdigest(),
               "best_epoch": epochs, "fold_seconds": seconds,
               "threads": torch.get_num_threads(), "check_tuned_path_max_diff": diff}
     report.update({n: pooled(scores[n], thresholds[n], y, src, la, folds) for n in names})

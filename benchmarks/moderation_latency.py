@@ -1,8 +1,8 @@
 """Latency of the shipped moderation head beside another head file, measured in turns in one process.
 
-    git show d87ac49:gpt_demo/data/moderation_head.safetensors > /tmp/v5.safetensors   # v5 (v4: 84d9cc5)
-    git show d87ac49:gpt_demo/data/moderation_thresholds.json > /tmp/v5.json
-    .venv/bin/python benchmarks/moderation_latency.py --other /tmp/v5.safetensors /tmp/v5.json --rounds 6
+    git show c9da6e3:gpt_demo/data/moderation_head.safetensors > /tmp/v6.safetensors   # v6 (v5: d87ac49, v4: 84d9cc5)
+    git show c9da6e3:gpt_demo/data/moderation_thresholds.json > /tmp/v6.json
+    .venv/bin/python benchmarks/moderation_latency.py --other /tmp/v6.safetensors /tmp/v6.json --rounds 6
 
 Prints exactly one JSON line: for each head, ``moderation_eval.latency`` (median ms of one short text at
 batch 1, tokenizer included, and texts/s for 256 texts in one call) once per round, the median over the

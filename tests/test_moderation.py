@@ -245,7 +245,7 @@ def test_shipped_files_load_and_reproduce_the_training_scores():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """~130 team examples across every group as a data folder, and one feature cache for the training tests."""
+    """~190 team examples across every group as a data folder, and one feature cache for the training tests."""
     from gpt_demo.moderation.config import EXAMPLES_PATH
     from gpt_demo.moderation.train import read_jsonl
 
@@ -608,7 +608,7 @@ def test_a_spec_keeps_only_its_layers_and_each_block_is_the_same_alone_or_combin
 
 
 def test_the_v3_recipe_is_the_shipped_examples_without_batch_4(tmp_path):
-    """``moderation_eval.py --recipes v3 v7``: v3 trains on batches 1-3 of the shipped file, v7 on all of it, nothing else differs."""
+    """``moderation_eval.py --recipes v3 v7-frozen``: v3 trains on batches 1-3 of the shipped file, v7-frozen on all of it."""
     import dataclasses
     import importlib.util
 
@@ -621,8 +621,31 @@ def test_the_v3_recipe_is_the_shipped_examples_without_batch_4(tmp_path):
     got = bench.recipes(TrainConfig(), tmp_path)
     shipped = read_jsonl(EXAMPLES_PATH)
     before, extra = read_jsonl(got["v3"].examples), [r for r in shipped if r["meta"]["batch"] == 4]
-    assert before + extra == shipped and got["v7"].examples == EXAMPLES_PATH  # batch 4 was appended, in order
-    assert dataclasses.replace(got["v3"], examples=EXAMPLES_PATH) == got["v7"] == TrainConfig(tuned_layers=0)
+    assert before + extra == shipped and got["v7-frozen"].examples == EXAMPLES_PATH  # batch 4 was appended, in order
+    assert dataclasses.replace(got["v3"], examples=EXAMPLES_PATH) == got["v7-frozen"] == TrainConfig(tuned_layers=0)
     assert len(extra) == 130 and {r["meta"]["group"] for r in extra} == {"hr5", "neg5"}
     assert not {_norm(r["text"]) for r in extra} & {_norm(r["text"]) for r in before}  # new texts only
-    assert {r["meta"]["batch"] for r in before} == {1, 2, 3}
+    assert {r["meta"]["batch"] for r in shipped} == {1, 2, 3, 4}
+    # v6 was trained on exactly the lines before batch 4 (its pin, c9da6e3), which `--last-batch 3` reruns
+    lines = EXAMPLES_PATH.read_bytes().splitlines(keepends=True)
+    v6 = "06c55b412ab27937b6e78818876d3ff84d0d4d01c3fca0c475ea29dc8127fee3"
+    assert hashlib.sha256(b"".join(lines[:-len(extra)])).hexdigest() == v6
+
+
+def test_finetune_benchmark_refuses_a_batch_the_examples_lack(capsys):
+    import importlib.util
+
+    from gpt_demo.moderation.config import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("moderation_finetune", REPO_ROOT / "benchmarks" / "moderation_finetune.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(REPO_ROOT / "benchmarks"))
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--last-batch", "9"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--last-batch 9" in err and "has batches 1 2 3 4" in err

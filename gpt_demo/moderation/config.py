@@ -123,7 +123,7 @@ class TrainConfig:
         default=4,
         metadata={"help": "Fine-tune MiniLM's top this many layers (of 6) for the task and blend their scores in "
                   "(gpt_demo.moderation.tuned; 4: the v6 and v7 heads, 3: v5's, which lost 0.010 macro AUPRC on held-out "
-                  "sources, 2: v4's); 0: the frozen sentence embedding alone (the v3 head)."},
+                  "sources, 2: v4's); 0: the frozen sentence embedding alone (the v3 design)."},
     )
     tuned_blend: float = field(default=0.5, metadata={"help": "Weight of the tuned layers' scores in the blend (1: theirs alone)."})
     tuned_epochs: int = field(default=3, metadata={"help": "Passes of the tuned layers over their training rows."})

@@ -3,7 +3,7 @@
     gpt-demo moderation train                                   # writes gpt_demo/data/moderation_*.{safetensors,json}
     gpt-demo moderation train --data-dir ../shared/data/moderation --out-dir /tmp/head --epochs 40
     gpt-demo moderation train --features emb max6 --blend 0      # another feature spec, the MLP alone
-    gpt-demo moderation train --tuned-layers 0                   # the v3 recipe: no MiniLM layer tuned
+    gpt-demo moderation train --tuned-layers 0                   # the v3 design (the frozen head alone), on today's examples
     python -m gpt_demo.moderation.train --help
 
 Data. Every ``*.jsonl`` in ``data_dir`` (default ``../shared/data/moderation`` beside the repository;
