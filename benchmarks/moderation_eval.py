@@ -108,19 +108,29 @@ def overall(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return round(average_precision(unsafe[keep], scores[keep].max(1)), 4) if unsafe[keep].any() else None
 
 
+def batch(row: dict) -> int:
+    """When a team example was written (``meta.batch``; rows without one are batch 1)."""
+    return (row.get("meta") or {}).get("batch", 1)
+
+
+def examples_to_batch(examples: Path, last_batch: int, tmp: Path) -> Path:
+    """A copy of ``examples`` in ``tmp`` with the rows of batches 1..``last_batch`` only, in their order."""
+    path = tmp / f"moderation_examples_to_batch_{last_batch}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(examples) if batch(r) <= last_batch))
+    return path
+
+
 def recipes(base: TrainConfig, tmp: Path) -> dict[str, TrainConfig]:
     """``v1``: the first head (features, label map, team examples of batch 1); ``v2``: the second head (batches 1-2,
     the per-category look-alike rule only, look-alikes weighted like any row); ``v3``: the frozen-embedding head (the shipped
     examples of batches 1-3, without tuned layers); ``v7-frozen``: the shipped defaults without tuned layers, so v3 plus the
     team's batch 4 (insults of commenters, public figures and non-protected groups, and civil criticism of them).
     None tunes MiniLM: ``moderation_finetune.py`` measures that."""
-    def examples(last_batch: int) -> Path:
-        path = tmp / f"moderation_examples_to_batch_{last_batch}.jsonl"
-        rows = [r for r in read_jsonl(base.examples or EXAMPLES_PATH) if (r.get("meta") or {}).get("batch", 1) <= last_batch]
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        return path
-
     base = dataclasses.replace(base, tuned_layers=0, examples=base.examples or EXAMPLES_PATH)
+
+    def examples(last_batch: int) -> Path:
+        return examples_to_batch(base.examples, last_batch, tmp)
+
     v1 = dataclasses.replace(base, features=("emb",), label_map="v1", examples=examples(1), focal_gamma=0.0, hidden=256, blend=0.0,
                              lookalike_fpr=0.0, threshold_folds=5, lookalike_flag_rate=1.0, lookalike_weight=1.0)
     v2 = dataclasses.replace(base, examples=examples(2), lookalike_flag_rate=1.0, lookalike_weight=1.0)

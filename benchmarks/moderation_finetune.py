@@ -48,7 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from moderation_eval import fmt, log, macro, overall  # noqa: E402
+from moderation_eval import batch, examples_to_batch, fmt, log, macro, overall  # noqa: E402
 
 from gpt_demo.moderation import CATEGORIES  # noqa: E402
 from gpt_demo.moderation.config import TrainConfig  # noqa: E402
@@ -110,14 +110,11 @@ def main(argv=None) -> int:
     except ValueError as exc:
         p.error(str(exc))
     if args.last_batch is not None:
-        batches = sorted({(r.get("meta") or {}).get("batch", 1) for r in read_jsonl(cfg.examples)})
+        batches = sorted({batch(r) for r in read_jsonl(cfg.examples)})
         if args.last_batch not in batches:
             p.error(f"--last-batch {args.last_batch}: {cfg.examples} has batches {' '.join(map(str, batches))}")
         tmp = tempfile.TemporaryDirectory()  # lives until main returns
-        to_batch = Path(tmp.name) / f"moderation_examples_to_batch_{args.last_batch}.jsonl"
-        to_batch.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(cfg.examples)
-                                    if (r.get("meta") or {}).get("batch", 1) <= args.last_batch))
-        cfg = dataclasses.replace(cfg, examples=to_batch)
+        cfg = dataclasses.replace(cfg, examples=examples_to_batch(cfg.examples, args.last_batch, Path(tmp.name)))
     if args.save_scores and (args.save_scores.suffix != ".npz" or not args.save_scores.parent.is_dir()):
         p.error(f"--save-scores {args.save_scores}: give a .npz path in an existing folder")
     if not cfg.tuned_layers or cfg.tuned_blend >= 1:
