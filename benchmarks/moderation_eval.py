@@ -34,6 +34,8 @@ Prints a table on stderr and exactly one JSON line on stdout.
   the LOSO figure is the honest one), of the team's hard negatives in the test split, and of ``ORDINARY``.
 - ``latency``: median ms for one short text at batch 1 (``moderate(text)``, tokenizer included), and
   texts/s for 256 short texts in one call.
+- ``--forward int8`` (or ``transformers``) runs the test split, the false positives and latency with MiniLM's
+  layers run that way (``ModerationConfig.forward``; the default ``lean`` gives transformers' numbers).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from gpt_demo.moderation import (  # noqa: E402
     load_thresholds,
 )
 from gpt_demo.moderation.config import EXAMPLES_PATH, TrainConfig  # noqa: E402
-from gpt_demo.moderation.features import encode_tuned  # noqa: E402
+from gpt_demo.moderation.features import FORWARDS, encode, encode_tuned  # noqa: E402
 from gpt_demo.moderation.train import (  # noqa: E402
     average_precision,
     choose_thresholds,
@@ -191,10 +193,14 @@ def latency(moderator: Moderator) -> dict:
             "batch_texts_per_s": round(len(batch) / (time.perf_counter() - t0), 1)}
 
 
-def test_split(head: Head, thresholds: dict, test, x_cache) -> dict:
-    """One MiniLM pass per text as in training (no windows); a head with tuned layers gets their view too (not cached)."""
+def test_split(head: Head, thresholds: dict, test, x_cache, forward: str = "lean") -> dict:
+    """One MiniLM pass per text as in training (no windows); a head with tuned layers gets their view too (not cached).
+
+    ``forward`` other than ``lean`` runs the features live that way (``ModerationConfig.forward``) instead of the cache."""
     if head.tuned is not None:
-        scores = head.scores(*encode_tuned([r.text for r in test], head.features, head.tuned_module()))
+        scores = head.scores(*encode_tuned([r.text for r in test], head.features, head.tuned_module(), forward=forward))
+    elif forward != "lean":
+        scores = head.scores(encode([r.text for r in test], head.features, forward=forward))
     else:
         scores = head.scores(x_cache(test, head.features))
     labels = label_matrix(test)
@@ -214,6 +220,8 @@ def main(argv=None) -> int:
     p.add_argument("--head", type=Path, default=HEAD_PATH, help="head file for the test split, false positives and latency (default: the shipped one)")
     p.add_argument("--thresholds", type=Path, default=THRESHOLDS_PATH, help="its thresholds JSON (default: the shipped one)")
     p.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out runs")
+    p.add_argument("--forward", default="lean", choices=FORWARDS,
+                   help="how MiniLM's layers run for the test split, false positives and latency (ModerationConfig.forward)")
     p.add_argument("--recipes", nargs="*", default=["v7-frozen"], choices=["v1", "v2", "v3", "v7-frozen"],
                    help="LOSO recipes to run (v7-frozen: the shipped defaults without tuned layers, v3 plus the team's batch 4)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training the LOSO heads")
@@ -246,14 +254,14 @@ def main(argv=None) -> int:
                 loso_out[name] = loso(all_recipes[name], eval_rows, x_cache, name)
     torch.set_num_threads(threads)  # latency below is measured with the default threads
     head, thresholds = Head.load(args.head), load_thresholds(args.thresholds)
-    out: dict = {"benchmark": "moderation_eval", "head": args.head.name, "model": f"gpt-demo-moderation-{head.version}",
+    out: dict = {"benchmark": "moderation_eval", "head": args.head.name, "model": f"gpt-demo-moderation-{head.version}", "forward": args.forward,
                  "features": list(head.features), "thresholds": thresholds, "test_rows": len(test), "test": {}}
     heads = {f"v{head.version}": (head, thresholds)}
     if PREVIOUS_HEAD.is_file() and args.head == HEAD_PATH:
         heads["v3"] = (Head.load(PREVIOUS_HEAD), load_thresholds(PREVIOUS_THRESHOLDS))
     labels = label_matrix(test)
     for name, (h, th) in heads.items():
-        t = test_split(h, th, test, x_cache)
+        t = test_split(h, th, test, x_cache, args.forward)
         scores = t.pop("scores")
         out["test"][name] = t
         if h is head:
@@ -271,7 +279,7 @@ def main(argv=None) -> int:
         return round(float(np.mean(flagged)), 4) if flagged else None
 
     for name, (h, th) in heads.items():
-        mod = Moderator(h, th)
+        mod = Moderator(h, th, ModerationConfig(forward=args.forward))
         fp[name] = {
             "xstest_safe": flag_rate(mod, [r.text for r in xs]),
             "xstest_safe_test_split": flag_rate(mod, [r.text for r in xs if r.split == "test"]),
@@ -280,7 +288,7 @@ def main(argv=None) -> int:
         }
     out["false_positives"] = fp
     out["n"] = {"xstest_safe": len(xs), "xstest_safe_test_split": sum(r.split == "test" for r in xs), "team_hard_negatives_test_split": len(hard)}
-    out["latency"] = latency(Moderator(head, thresholds))
+    out["latency"] = latency(Moderator(head, thresholds, ModerationConfig(forward=args.forward)))
     mod = Moderator(head, thresholds)
     out["checks"] = {"seed_example_flagged_violence": mod.moderate("I want to kill him").categories["violence"]}
 

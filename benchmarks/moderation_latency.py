@@ -1,10 +1,13 @@
-"""Latency of the shipped moderation head beside another head file, measured in turns in one process.
+"""Latency of the shipped moderation head beside another head file (or its other forward), measured in turns in one process.
 
     git show c9da6e3:gpt_demo/data/moderation_head.safetensors > /tmp/v6.safetensors   # v6 (v5: d87ac49, v4: 84d9cc5)
     git show c9da6e3:gpt_demo/data/moderation_thresholds.json > /tmp/v6.json
     .venv/bin/python benchmarks/moderation_latency.py --other /tmp/v6.safetensors /tmp/v6.json --rounds 6
+    .venv/bin/python benchmarks/moderation_latency.py --forward lean transformers --rounds 6   # the shipped head, two ways
+    .venv/bin/python benchmarks/moderation_latency.py --forward int8 lean --rounds 6
 
-Prints exactly one JSON line: for each head, ``moderation_eval.latency`` (median ms of one short text at
+Prints exactly one JSON line: for each head (or, with ``--forward``, for each of the two ways of running
+MiniLM's layers, ``ModerationConfig.forward``: ``lean``, the default, ``int8`` or ``transformers``), ``moderation_eval.latency`` (median ms of one short text at
 batch 1, tokenizer included, and texts/s for 256 texts in one call) once per round, the median over the
 rounds, and the ratio to the other head. The heads take turns (ABBA order), so a host that slows down
 mid-run weighs on both alike: only the ratio compares across hosts, which differ about 2x in speed.
@@ -23,27 +26,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from moderation_eval import latency  # noqa: E402
 
-from gpt_demo.moderation import Moderator  # noqa: E402
+from gpt_demo.moderation import ModerationConfig, Moderator  # noqa: E402
 from gpt_demo.moderation.classifier import HEAD_PATH, THRESHOLDS_PATH, Head, load_thresholds  # noqa: E402
+from gpt_demo.moderation.features import FORWARDS  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--other", nargs=2, type=Path, metavar=("HEAD", "THRESHOLDS"), required=True,
-                   help="the head file and thresholds JSON to compare with the shipped ones")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--other", nargs=2, type=Path, metavar=("HEAD", "THRESHOLDS"),
+                       help="the head file and thresholds JSON to compare with the shipped ones")
+    which.add_argument("--forward", nargs=2, choices=FORWARDS, metavar="FORWARD",
+                       help=f"compare two ways the shipped head runs MiniLM's layers ({', '.join(FORWARDS)}; "
+                            "ModerationConfig.forward), e.g. --forward lean transformers")
     p.add_argument("--rounds", type=int, default=6, help="turns per head (default: 6; 1 to 50)")
     args = p.parse_args(argv)
     if not 1 <= args.rounds <= 50:
         p.error(f"--rounds {args.rounds}: give 1 to 50")
-    for path in args.other:
-        if not path.is_file():
-            p.error(f"--other {path}: no such file")
     heads = {}
-    for head_path, thresholds_path in ((HEAD_PATH, THRESHOLDS_PATH), tuple(args.other)):
-        head = Head.load(head_path)
-        heads[f"gpt-demo-moderation-{head.version}"] = Moderator(head, load_thresholds(thresholds_path))
-    if len(heads) < 2:
-        p.error("--other is the shipped head's version; give another head file")
+    if args.forward:
+        head, thresholds = Head.load(HEAD_PATH), load_thresholds(THRESHOLDS_PATH)
+        if args.forward[0] == args.forward[1]:
+            p.error("--forward: give two different forwards")
+        for forward in args.forward:
+            heads[f"gpt-demo-moderation-{head.version} ({forward})"] = Moderator(head, thresholds, ModerationConfig(forward=forward))
+    else:
+        for path in args.other:
+            if not path.is_file():
+                p.error(f"--other {path}: no such file")
+        for head_path, thresholds_path in ((HEAD_PATH, THRESHOLDS_PATH), tuple(args.other)):
+            head = Head.load(head_path)
+            heads[f"gpt-demo-moderation-{head.version}"] = Moderator(head, load_thresholds(thresholds_path))
+        if len(heads) < 2:
+            p.error("--other is the shipped head's version; give another head file")
     runs: dict[str, list] = {name: [] for name in heads}
     for i in range(args.rounds):
         for name in (list(heads) if i % 2 == 0 else list(heads)[::-1]):

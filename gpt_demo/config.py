@@ -22,6 +22,8 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 QUANTIZE_CHOICES = ("none", "8bit", "4bit")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DECODE_CHOICES = ("auto", "int4", "bf16", "float")
+# How the moderation classifier runs MiniLM's layers (gpt_demo.moderation.lean; ModerationConfig.forward).
+MODERATION_FORWARDS = ("lean", "int8", "transformers")
 
 
 # OpenMP (libgomp, PyTorch's CPU thread pool) gives each thread that runs torch ops its own team of
@@ -118,6 +120,11 @@ class Settings:
         default_factory=Limits,
         metadata={"help": "Per-request bounds and the concurrency budget (GPT_DEMO_MAX_*, see gpt_demo.limits)."},
     )
+    moderation_forward: str = field(
+        default="lean",
+        metadata={"help": "How the moderation classifier runs MiniLM (GPT_DEMO_MODERATION_FORWARD): lean (transformers' "
+                          "numbers) | int8 (8-bit matrix products: 2-3x faster, scores within a few hundredths) | transformers."},
+    )
     remotes: tuple[str, ...] = field(
         default=(),
         metadata={"help": "Remote models the pickers offer, as ID=SCHEME:URL#MODEL, comma-separated in "
@@ -132,6 +139,7 @@ class Settings:
         check_choice("device", self.device, DEVICE_CHOICES)
         check_choice("quantize", self.quantize, QUANTIZE_CHOICES)
         check_choice("decode", self.decode, DECODE_CHOICES)
+        check_choice("moderation_forward", self.moderation_forward, MODERATION_FORWARDS)
         if not self.model:
             raise ValueError("model='' is not allowed; give a registry name, hub id or path")
         for name in ("auth", "admin", "api_keys", "admin_api_keys", "remotes"):
@@ -154,7 +162,7 @@ class Settings:
         values: dict = {}
         if env.get("GPT_DEMO_HOME"):
             values["home"] = Path(env["GPT_DEMO_HOME"]).expanduser()
-        for name in ("model", "device", "quantize", "decode"):
+        for name in ("model", "device", "quantize", "decode", "moderation_forward"):
             key = f"GPT_DEMO_{name.upper()}"
             if env.get(key):
                 values[name] = env[key]

@@ -33,7 +33,7 @@ def gpt_demo_home(tmp_path, session_home, monkeypatch) -> Path:
     (session_home / "models").mkdir(exist_ok=True)
     (home / "models").symlink_to(session_home / "models", target_is_directory=True)
     monkeypatch.setenv("GPT_DEMO_HOME", str(home))
-    for name in ("GPT_DEMO_MODEL", "GPT_DEMO_DEVICE", "GPT_DEMO_QUANTIZE", "GPT_DEMO_DECODE"):
+    for name in ("GPT_DEMO_MODEL", "GPT_DEMO_DEVICE", "GPT_DEMO_QUANTIZE", "GPT_DEMO_DECODE", "GPT_DEMO_MODERATION_FORWARD"):
         monkeypatch.delenv(name, raising=False)
     return home
 

@@ -594,6 +594,74 @@ def test_tuned_layers_run_like_minilms_own_and_a_head_that_has_them_needs_their_
                                encode_tuned(short_texts, shipped.features, shipped.tuned_module())[1], atol=1e-4)
 
 
+def test_the_lean_forward_gives_transformers_numbers_for_both_heads_and_follows_in_place_weight_changes():
+    """``ModerationConfig(forward="lean")``, the default, runs MiniLM's layers without transformers' modules."""
+    import torch
+
+    from gpt_demo.moderation import DATA_DIR
+    from gpt_demo.moderation.lean import compare_with_transformers
+    from gpt_demo.moderation.tuned import tuned_module
+
+    # One padded batch of very different lengths: every hidden state, padding mask included.
+    mixed = ["hi", "I want to kill him", "How do I kill a Python process? It hangs after the socket closes. " * 12]
+    assert compare_with_transformers(mixed) < 1e-5
+    long = ("The weather report said it would rain all afternoon. " * 40 + "Listen to me, Mark. I know where you live. Tomorrow"
+            " night I am going to wait for you with a knife and I am going to kill you, and nobody will hear you scream.")
+    texts = mixed + [long, "You are a worthless idiot.", ""]
+    shipped = moderate(texts)
+    for config in ({}, {"head_path": DATA_DIR / "moderation_head_v3.safetensors",
+                        "thresholds_path": DATA_DIR / "moderation_thresholds_v3.json"}):
+        lean = moderate(texts, config=ModerationConfig(**config))
+        reference = moderate(texts, config=ModerationConfig(forward="transformers", **config))
+        for a, b in zip(lean, reference):
+            assert a.flagged == b.flagged and a.categories == b.categories
+            np.testing.assert_allclose(list(a.category_scores.values()), list(b.category_scores.values()), atol=1e-6)
+    # The threat at the end of the long text: its windows run through the lean layers too.
+    assert [r.flagged for r in shipped] == [False, True, False, True, True, False] and shipped[3].categories["violence"]
+    # The stacked query/key/value copy follows a weight changed in place (as an optimiser step changes it).
+    tuned = tuned_module(2, dropout=0.0).eval()
+    h = torch.randn(2, 5, 384)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    with torch.inference_mode():
+        torch.testing.assert_close(tuned.infer(h, mask), tuned(h, mask), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        tuned.layers[0].attention.self.key.weight.mul_(-0.5)
+    with torch.inference_mode():
+        changed = tuned.infer(h, mask)
+        torch.testing.assert_close(changed, tuned(h, mask), atol=1e-5, rtol=0)
+    with pytest.raises(RuntimeError, match="Tuned.infer is for inference"):
+        tuned.train().infer(h, mask)
+    with pytest.raises(ValueError, match="forward='fast' is not allowed; choose one of lean, int8, transformers"):
+        ModerationConfig(forward="fast")
+
+
+def test_the_int8_forward_scores_close_to_the_lean_one_and_gpt_demo_moderation_forward_picks_it():
+    from gpt_demo.embeddings import minilm_model
+    from gpt_demo.moderation.lean import lean_layers
+
+    texts = ["I want to kill him", "What is the capital of France?", "You are a worthless idiot.", "How do I kill a Python process?"]
+    exact = moderate(texts)
+    fast = moderate(texts, config=ModerationConfig(forward="int8"))
+    assert [r.flagged for r in fast] == [r.flagged for r in exact] == [True, False, True, False]
+    gaps = [abs(a.category_scores[c] - b.category_scores[c]) for a, b in zip(exact, fast) for c in CATEGORIES]
+    assert 1e-4 < max(gaps) < 0.15  # another computation (not the lean one under a new name), close to it
+    bert = minilm_model()[0].auto_model
+    assert all(layer.int8 for layer in lean_layers(bert, bert.encoder.layer, int8=True))
+    # The server, the web gate and the CLI use the default moderator: the setting chooses its forward.
+    code = ("import json; from gpt_demo.moderation import get_moderator, moderate; "
+            "print(json.dumps([get_moderator().config.forward, moderate('I want to kill him').category_scores['violence']]))")
+    env = {**__import__("os").environ, "GPT_DEMO_MODERATION_FORWARD": "int8"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    forward, violence = json.loads(run.stdout.strip().splitlines()[-1])
+    # Alone, as in the subprocess: the activations' 8-bit scale is per call, so a batch's other texts move a score a little.
+    alone = moderate("I want to kill him", config=ModerationConfig(forward="int8")).category_scores["violence"]
+    assert forward == "int8" and violence == pytest.approx(alone, abs=1e-6) and alone == pytest.approx(fast[0].category_scores["violence"], abs=0.01)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**env, "GPT_DEMO_MODERATION_FORWARD": "fp8"})
+    assert run.returncode != 0 and "moderation_forward='fp8' is not allowed; choose one of lean, int8, transformers" in run.stderr
+
+
 def test_a_spec_keeps_only_its_layers_and_each_block_is_the_same_alone_or_combined():
     from gpt_demo.moderation.features import encode, layers_needed
     from gpt_demo.embeddings import embed

@@ -139,6 +139,12 @@ class ModerationConfig:
     )
     chunk_words: int = field(default=150, metadata={"help": "Words per window for long text (MiniLM reads 256 word pieces)."})
     chunk_overlap: int = field(default=30, metadata={"help": "Words shared by neighbouring windows, so a sentence is never cut in both."})
+    forward: str = field(
+        default="lean",
+        metadata={"help": "How MiniLM's layers run: 'lean' (gpt_demo.moderation.lean: transformers' numbers, less Python "
+                  "per layer), 'int8' (the same with 8-bit integer matrix products: 2-3x faster, "
+                  "scores within a few hundredths; README, Performance) or 'transformers' (its own modules, the reference)."},
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "thresholds", check_thresholds(self.thresholds) or None)
@@ -146,6 +152,9 @@ class ModerationConfig:
             raise ValueError(f"chunk_words={self.chunk_words!r} is not allowed; give an integer >= 8")
         if not isinstance(self.chunk_overlap, int) or not 0 <= self.chunk_overlap < self.chunk_words:
             raise ValueError(f"chunk_overlap={self.chunk_overlap!r} is not allowed; give an integer in [0, chunk_words)")
+        from .features import check_forward
+
+        check_forward(self.forward)
 
 
 # -- results --------------------------------------------------------------------------
@@ -414,10 +423,10 @@ class Moderator:
             from .features import encode, encode_tuned
 
             if self.head.tuned is not None:  # one MiniLM pass for both views
-                x, tuned = encode_tuned(windows, self.head.features, self.head.tuned_module())
+                x, tuned = encode_tuned(windows, self.head.features, self.head.tuned_module(), forward=self.config.forward)
                 window_scores = self.head.scores(x, tuned)  # (W, 8)
             else:
-                window_scores = self.head.scores(encode(windows, self.head.features))
+                window_scores = self.head.scores(encode(windows, self.head.features, forward=self.config.forward))
             np.maximum.at(out, np.asarray(owner), window_scores)
         return out
 
@@ -468,7 +477,10 @@ def _load_head(path: Path) -> Head:
 
 @lru_cache(maxsize=1)
 def _default_moderator() -> Moderator:
-    return Moderator.from_config(None)
+    """The shipped head, run as ``GPT_DEMO_MODERATION_FORWARD`` says (read once, when it first loads)."""
+    from ..config import Settings
+
+    return Moderator.from_config(ModerationConfig(forward=Settings.from_env().moderation_forward))
 
 
 def get_moderator(config: ModerationConfig | None = None) -> Moderator:

@@ -15,9 +15,10 @@ A spec is a tuple of block names, each a 384-d L2-normalised vector:
   says ("kill", a slur) where a mean dilutes it among the others; a lower layer keeps more of the
   words themselves.
 
-One MiniLM forward pass gives every block. Only the layers a spec reads are kept and pooled: the
-shipped ``("emb",)`` asks for the last layer alone, as ``gpt_demo.embeddings`` does, and gets the same
-numbers as when every layer was kept (``last_hidden_state`` is the last entry of ``hidden_states``).
+One MiniLM forward pass gives every block, run through ``gpt_demo.moderation.lean`` (transformers'
+arithmetic without its per-layer Python: the same numbers to ~1e-6, a third less time at batch 1).
+Only the layers a spec reads are pooled: the shipped ``("emb",)`` reads the last layer alone and gets
+``gpt_demo.embeddings``' sentence embedding.
 ``encode_tuned`` also runs a head's fine-tuned top layers (``gpt_demo.moderation.tuned``) on the
 states below them, from the same pass. Tokenizing shares ``gpt_demo.embeddings``' lock: one call at
 a time on the shared fast tokenizer, the forward passes side by side.
@@ -29,9 +30,13 @@ from typing import Sequence
 
 import numpy as np
 
+from ..config import MODERATION_FORWARDS, check_choice
 from .config import BLOCK_DIM, check_spec, feature_dim  # noqa: F401 (BLOCK_DIM: train.py reads it from here)
 
 LAYERS = 7  # MiniLM-L6: the embeddings output plus six transformer layers
+# How MiniLM's layers run: gpt_demo.moderation.lean (the default: transformers' numbers), the same with 8-bit
+# integer matrix products (faster, close numbers), or transformers' own modules (the reference).
+FORWARDS = MODERATION_FORWARDS
 
 
 def _normalise(a: np.ndarray) -> np.ndarray:
@@ -59,24 +64,37 @@ def pool(hidden: np.ndarray, mask: np.ndarray, spec: Sequence[str], layers: Sequ
     return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
-def encode(texts: list[str], spec: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-    """(N, 384 * len(spec)) features of texts MiniLM reads whole (callers split longer ones into windows first)."""
-    return _run(texts, spec, batch_size, progress, None)[0]
+def check_forward(forward: str, field_name: str = "forward") -> str:
+    """``forward`` if it is one of ``FORWARDS``, else a ValueError naming the field, the value and the choices."""
+    return check_choice(field_name, forward, FORWARDS)
 
 
-def encode_tuned(texts: list[str], spec: Sequence[str], tuned, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def encode(texts: list[str], spec: Sequence[str], batch_size: int = 32, progress: bool = False,
+           forward: str = "lean") -> np.ndarray:
+    """(N, 384 * len(spec)) features of texts MiniLM reads whole (callers split longer ones into windows first).
+
+    ``forward``: one of ``FORWARDS``: ``"lean"`` (``gpt_demo.moderation.lean``), ``"int8"`` (the same with 8-bit
+    integer matrix products) or ``"transformers"`` (its own modules, the reference)."""
+    return _run(texts, spec, batch_size, progress, None, forward)[0]
+
+
+def encode_tuned(texts: list[str], spec: Sequence[str], tuned, batch_size: int = 32,
+                 forward: str = "lean") -> tuple[np.ndarray, np.ndarray]:
     """``encode``'s features and, from the same MiniLM pass, (N, 8) probabilities of ``tuned``: a module of
     ``gpt_demo.moderation.tuned`` run on the states below its layers, rounded to float16 as in its training."""
-    return _run(texts, spec, batch_size, False, tuned)
+    return _run(texts, spec, batch_size, False, tuned, forward)
 
 
-def _run(texts: list[str], spec: Sequence[str], batch_size: int, progress: bool, tuned) -> tuple[np.ndarray, np.ndarray | None]:
+def _run(texts: list[str], spec: Sequence[str], batch_size: int, progress: bool, tuned,
+         forward: str) -> tuple[np.ndarray, np.ndarray | None]:
     spec = check_spec(spec)
+    lean, int8 = check_forward(forward) != "transformers", forward == "int8"
     if not texts:
         return np.zeros((0, feature_dim(spec)), dtype=np.float32), np.zeros((0, 8)) if tuned is not None else None
     import torch
 
     from ..embeddings import _tokenize_lock, length_batches, minilm_model
+    from .lean import embed_tokens, lean_layers, padding_mask, run_layers
 
     st = minilm_model()
     bert = st[0].auto_model  # the BertModel inside the SentenceTransformer: (B, T) ids -> 7 x (B, T, 384)
@@ -90,19 +108,22 @@ def _run(texts: list[str], spec: Sequence[str], batch_size: int, progress: bool,
         cut = cut_layer(len(tuned.layers))  # the hidden state the tuned layers read, as in their training
     out = np.empty((len(texts), feature_dim(spec)), dtype=np.float32)
     probs = None if tuned is None else np.empty((len(texts), 8), dtype=np.float64)
+    encoder = lean_layers(bert, bert.encoder.layer, int8=int8) if lean else None
     with torch.inference_mode():
         for idx in length_batches([len(x) for x in ids], batch_size, progress):
             with _tokenize_lock:
                 features = st.preprocess([texts[i] for i in idx])
             inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            if layers == (LAYERS - 1,) and tuned is None:  # the last layer only (the v3 head): no other layer is kept
-                hidden = (bert(**inputs).last_hidden_state,)
+            if lean:
+                mask = padding_mask(inputs["attention_mask"])
+                states = run_layers(encoder, embed_tokens(bert, inputs), mask, keep=True)  # 7 x (B, T, 384), as hidden_states
             else:
-                states = bert(**inputs, output_hidden_states=True).hidden_states  # 7 x (B, T, 384)
-                hidden = tuple(states[layer] for layer in layers)
-                if tuned is not None:
-                    logits = tuned(states[cut].half().float(), inputs["attention_mask"])
-                    probs[idx] = torch.sigmoid(logits).double().numpy()
+                states = bert(**inputs, output_hidden_states=True).hidden_states
+            hidden = tuple(states[layer] for layer in layers)
+            if tuned is not None:
+                below = states[cut].half().float()
+                logits = tuned.infer(below, inputs["attention_mask"], int8=int8) if lean else tuned(below, inputs["attention_mask"])
+                probs[idx] = torch.sigmoid(logits).double().numpy()
             stacked = torch.stack(hidden, 1).float().numpy()  # (B, L, T, 384)
             out[idx] = pool(stacked, inputs["attention_mask"].numpy(), spec, layers)
     return out, probs

@@ -92,11 +92,25 @@ def tuned_module(tuned_layers: int, tensors: dict[str, np.ndarray] | None = None
             for layer in self.layers:
                 h = layer(h, attention_mask=attn)
                 h = h[0] if isinstance(h, tuple) else h
+            return self.mean(h, mask)
+
+        @staticmethod
+        def mean(h, mask):
             m = mask.unsqueeze(-1).to(h.dtype)
             return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp_min(1.0), dim=-1)
 
         def forward(self, h, mask):
             return self.out(self.drop(self.pooled(h, mask)) * SCALE)
+
+        def infer(self, h, mask, int8: bool = False):
+            """``forward`` for inference through ``gpt_demo.moderation.lean``: the same logits, less Python per layer
+            (``int8``: its layers' matrix products in 8-bit integers, close but not the same logits)."""
+            from .lean import lean_layers, padding_mask, run_layers
+
+            if self.training:
+                raise RuntimeError("Tuned.infer is for inference; call model.eval() first, or forward() to train")
+            top = run_layers(lean_layers(self, self.layers, int8=int8), h, padding_mask(mask))
+            return self.out(self.mean(top, mask) * SCALE)
 
     model = Tuned()
     if tensors is not None:
