@@ -123,7 +123,7 @@ class Settings:
     moderation_forward: str = field(
         default="lean",
         metadata={"help": "How the moderation classifier runs MiniLM (GPT_DEMO_MODERATION_FORWARD): lean (transformers' "
-                          "numbers) | int8 (8-bit matrix products: 2-3x faster, scores within a few hundredths) | transformers."},
+                          "numbers) | int8 (8-bit matrix products: 2-3x faster, close scores, model gpt-demo-moderation-7-int8) | transformers."},
     )
     remotes: tuple[str, ...] = field(
         default=(),

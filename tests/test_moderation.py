@@ -618,6 +618,11 @@ def test_the_lean_forward_gives_transformers_numbers_for_both_heads_and_follows_
             np.testing.assert_allclose(list(a.category_scores.values()), list(b.category_scores.values()), atol=1e-6)
     # The threat at the end of the long text: its windows run through the lean layers too.
     assert [r.flagged for r in shipped] == [False, True, False, True, True, False] and shipped[3].categories["violence"]
+    from gpt_demo.embeddings import minilm_model
+    from gpt_demo.moderation import get_moderator, lean as lean_module
+
+    bert = minilm_model()[0].auto_model  # the default really ran the lean layers, for MiniLM and the tuned copies
+    assert len(lean_module._CACHE[bert][False]) == 6 and len(lean_module._CACHE[get_moderator().head.tuned_module()][False]) == 4
     # The stacked query/key/value copy follows a weight changed in place (as an optimiser step changes it).
     tuned = tuned_module(2, dropout=0.0).eval()
     h = torch.randn(2, 5, 384)
@@ -635,8 +640,16 @@ def test_the_lean_forward_gives_transformers_numbers_for_both_heads_and_follows_
         ModerationConfig(forward="fast")
 
 
+def _int8_available() -> bool:
+    from gpt_demo.moderation.lean import int8_available
+
+    return int8_available()
+
+
+@pytest.mark.skipif(not _int8_available(), reason="this torch build has no quantized CPU kernels (fbgemm)")
 def test_the_int8_forward_scores_close_to_the_lean_one_and_gpt_demo_moderation_forward_picks_it():
     from gpt_demo.embeddings import minilm_model
+    from gpt_demo.moderation import Moderator
     from gpt_demo.moderation.lean import lean_layers
 
     texts = ["I want to kill him", "What is the capital of France?", "You are a worthless idiot.", "How do I kill a Python process?"]
@@ -648,16 +661,24 @@ def test_the_int8_forward_scores_close_to_the_lean_one_and_gpt_demo_moderation_f
     bert = minilm_model()[0].auto_model
     assert all(layer.int8 for layer in lean_layers(bert, bert.encoder.layer, int8=True))
     # The server, the web gate and the CLI use the default moderator: the setting chooses its forward.
-    code = ("import json; from gpt_demo.moderation import get_moderator, moderate; "
-            "print(json.dumps([get_moderator().config.forward, moderate('I want to kill him').category_scores['violence']]))")
-    env = {**__import__("os").environ, "GPT_DEMO_MODERATION_FORWARD": "int8"}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    code = ("import json, sys; from gpt_demo.moderation import get_moderator, moderate, moderation_response; "
+            "print(json.dumps([get_moderator().config.forward, [r.category_scores for r in moderate(json.loads(sys.argv[1]))], "
+            "moderation_response('hello')['model']]))")
+    # fbgemm told to use its AVX2 kernels (this host may have AVX-512), whose 16-bit sums saturate with full-range
+    # weights: 7-bit ones give the same integers, so the same scores (full-range weights move these by 0.036).
+    env = {**__import__("os").environ, "GPT_DEMO_MODERATION_FORWARD": "int8", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
+    run = subprocess.run([sys.executable, "-c", code, json.dumps(texts)], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    forward, violence = json.loads(run.stdout.strip().splitlines()[-1])
-    # Alone, as in the subprocess: the activations' 8-bit scale is per call, so a batch's other texts move a score a little.
-    alone = moderate("I want to kill him", config=ModerationConfig(forward="int8")).category_scores["violence"]
-    assert forward == "int8" and violence == pytest.approx(alone, abs=1e-6) and alone == pytest.approx(fast[0].category_scores["violence"], abs=0.01)
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+    forward, scores, model = json.loads(run.stdout.strip().splitlines()[-1])
+    assert forward == "int8"
+    for theirs, ours in zip(scores, fast):  # the same batch: the activations' scale is per call, so companions matter
+        assert theirs == pytest.approx(ours.category_scores, abs=1e-5)
+    alone = moderate(texts[0], config=ModerationConfig(forward="int8")).category_scores["violence"]
+    assert alone == pytest.approx(fast[0].category_scores["violence"], abs=0.01) and alone != fast[0].category_scores["violence"]
+    assert model == "gpt-demo-moderation-7-int8"  # other scores, so the response names them; lean and transformers share "-7"
+    assert Moderator(Head.load(HEAD_PATH), {c: 0.5 for c in CATEGORIES}, ModerationConfig(forward="transformers")).model_id \
+        == "gpt-demo-moderation-7"
+    run = subprocess.run([sys.executable, "-c", code, "[]"], capture_output=True, text=True, timeout=300,
                          env={**env, "GPT_DEMO_MODERATION_FORWARD": "fp8"})
     assert run.returncode != 0 and "moderation_forward='fp8' is not allowed; choose one of lean, int8, transformers" in run.stderr
 

@@ -143,7 +143,7 @@ class ModerationConfig:
         default="lean",
         metadata={"help": "How MiniLM's layers run: 'lean' (gpt_demo.moderation.lean: transformers' numbers, less Python "
                   "per layer), 'int8' (the same with 8-bit integer matrix products: 2-3x faster, "
-                  "scores within a few hundredths; README, Performance) or 'transformers' (its own modules, the reference)."},
+                  "close scores, not equal ones; README, Performance) or 'transformers' (its own modules, the reference)."},
     )
 
     def __post_init__(self) -> None:
@@ -155,6 +155,12 @@ class ModerationConfig:
         from .features import check_forward
 
         check_forward(self.forward)
+        if self.forward == "int8":
+            from .lean import int8_available
+
+            if not int8_available():
+                raise ValueError("forward='int8' is not allowed on this torch build: it lacks the quantized CPU kernels "
+                                 "(fbgemm); choose lean or transformers")
 
 
 # -- results --------------------------------------------------------------------------
@@ -432,8 +438,9 @@ class Moderator:
 
     @property
     def model_id(self) -> str:
-        """What a response's ``model`` field says: the classifier and its version."""
-        return f"gpt-demo-moderation-{self.head.version}"
+        """What a response's ``model`` field says: the classifier and its version (``-int8`` when its
+        matrix products run in 8 bits: other scores; ``lean`` and ``transformers`` give the same ones)."""
+        return f"gpt-demo-moderation-{self.head.version}" + ("-int8" if self.config.forward == "int8" else "")
 
     def result(self, row: np.ndarray, thresholds: dict[str, float]) -> ModerationResult:
         scores = {name: float(row[j]) for j, name in enumerate(CATEGORIES)}

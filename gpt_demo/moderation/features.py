@@ -16,7 +16,7 @@ A spec is a tuple of block names, each a 384-d L2-normalised vector:
   words themselves.
 
 One MiniLM forward pass gives every block, run through ``gpt_demo.moderation.lean`` (transformers'
-arithmetic without its per-layer Python: the same numbers to ~1e-6, a third less time at batch 1).
+arithmetic without its per-layer Python: the same numbers, a fifth to a quarter less time at batch 1).
 Only the layers a spec reads are pooled: the shipped ``("emb",)`` reads the last layer alone and gets
 ``gpt_demo.embeddings``' sentence embedding.
 ``encode_tuned`` also runs a head's fine-tuned top layers (``gpt_demo.moderation.tuned``) on the

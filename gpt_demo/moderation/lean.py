@@ -5,7 +5,7 @@
     True
 
 Why. At batch 1 a short text costs MiniLM's six layers plus the head's four tuned copies, and
-transformers' ``BertLayer`` spends about a third of that in Python around the arithmetic (keyword
+transformers' ``BertLayer`` spends a fifth to a quarter of that in Python around the arithmetic (keyword
 deprecation wrappers, output capturing, a mask built per call, ``inspect.signature`` for the
 feed-forward chunking, three query/key/value calls). ``LeanLayer`` reads a ``BertLayer``'s own
 parameters and does the arithmetic alone: query, key and value as one matrix product (their weights
@@ -16,16 +16,19 @@ transformers' modules (``gpt_demo.moderation.tuned``), so the shipped weights do
 
 ``LeanLayer(layer, int8=True)`` (``ModerationConfig(forward="int8")``, ``GPT_DEMO_MODERATION_FORWARD=int8``)
 runs the four matrix products in 8-bit integers through torch's dynamic-quantization kernels: weights
-quantized once, symmetric per output row; activations per call, one scale for the whole call. About 2-3x
-faster on 2 cores; the scores move by up to a few hundredths (README, Performance, has the measured cost).
+quantized once, symmetric per output row in 7 bits (so AVX2 and AVX-512 hosts compute the same
+integers, ``_pack_int8``); activations per call in 8 bits, one scale for the whole call. About 2-3x
+faster on 2 cores; the scores are close, not equal (README, Performance, has the measured gaps and their cost).
 
-The stacked query/key/value weights are a copy; each is rebuilt when one of the three parameters
-is changed in place (an optimiser step bumps the tensor's version counter), so a module trained
-after its first use never runs stale weights.
+The stacked query/key/value weights (and int8's packed ones) are copies, rebuilt when a parameter
+they come from is changed in place (an optimiser step bumps the tensor's version counter) or
+replaced (another storage or dtype), so a module trained after its first use never runs stale weights.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Sequence
 
 __all__ = ["LeanLayer", "lean_layers", "padding_mask", "run_layers", "embed_tokens", "compare_with_transformers", "int8_available"]
@@ -57,14 +60,16 @@ class LeanLayer:
         import torch
 
         linears = self._qkv + (self.out, self.up, self.down) if self.int8 else self._qkv
-        versions = tuple(p._version for lin in linears for p in (lin.weight, lin.bias))
+        versions = tuple(_identity(p) for lin in linears for p in (lin.weight, lin.bias))
         if versions != self._versions:
             with torch.no_grad():
-                self.qkv_weight = torch.cat([lin.weight for lin in self._qkv]).detach().contiguous()
-                self.qkv_bias = torch.cat([lin.bias for lin in self._qkv]).detach().contiguous()
-                if self.int8:
-                    self._packed = [_pack_int8(w, b) for w, b in ((self.qkv_weight, self.qkv_bias), (self.out.weight, self.out.bias),
+                qkv_weight = torch.cat([lin.weight for lin in self._qkv]).detach().contiguous()
+                qkv_bias = torch.cat([lin.bias for lin in self._qkv]).detach().contiguous()
+                if self.int8:  # only the packed copies are kept
+                    self._packed = [_pack_int8(w, b) for w, b in ((qkv_weight, qkv_bias), (self.out.weight, self.out.bias),
                                                                   (self.up.weight, self.up.bias), (self.down.weight, self.down.bias))]
+                else:
+                    self.qkv_weight, self.qkv_bias = qkv_weight, qkv_bias
             self._versions = versions
 
     def _linear(self, x, k: int, lin=None):
@@ -72,8 +77,8 @@ class LeanLayer:
         import torch
         import torch.nn.functional as F
 
-        if self.int8:
-            flat = torch.ops.quantized.linear_dynamic(x.reshape(-1, x.shape[-1]).contiguous(), self._packed[k])
+        if self.int8:  # activations: the full 8 bits (reduce_range=False); the weights' 7 bits keep AVX2's sums in range
+            flat = torch.ops.quantized.linear_dynamic(x.reshape(-1, x.shape[-1]).contiguous(), self._packed[k], False)
             return flat.view(*x.shape[:-1], flat.shape[-1])
         if k == 0:
             return F.linear(x, self.qkv_weight, self.qkv_bias)
@@ -92,16 +97,35 @@ class LeanLayer:
         return F.layer_norm(self._linear(x, 3, self.down) + h, (dim,), self.norm2.weight, self.norm2.bias, self.norm2.eps)
 
 
+def _identity(p) -> tuple:
+    """What says a parameter changed: its storage, dtype and in-place version (an inference tensor has none)."""
+    try:
+        version = p._version
+    except RuntimeError:  # created under torch.inference_mode(): it cannot be changed in place outside it
+        version = -1
+    return p.data_ptr(), p.dtype, version
+
+
+INT8_WEIGHT_LEVELS = 63  # weights in [-63, 63]: see _pack_int8
+
+
 def _pack_int8(weight, bias):
-    """A (out, in) float weight -> torch's packed int8 linear: symmetric, one scale per output row."""
+    """A (out, in) float weight -> torch's packed int8 linear: symmetric, one scale per output row, 7 bits.
+
+    fbgemm's AVX2 kernel adds two products of an unsigned 8-bit activation and a signed 8-bit weight in
+    a saturating 16-bit sum: 2 x 255 x 127 can overflow it (AVX-512 VNNI hosts sum in 32 bits and do
+    not), so full-range weights give other scores on AVX2 hosts. With weights in [-63, 63] the sum stays
+    under 2 x 255 x 63 = 32,130, and every host computes the same integers. Torch's own dynamic Linear
+    instead gives up a bit of the activations (``reduce_range``), which costs more here: activations
+    share one scale per call, weights have one per row (README, Performance)."""
     import warnings
 
     import torch
 
     w = weight.detach().float()
-    scales = (w.abs().amax(1).clamp_min(1e-8) / 127.0).double()
+    scales = (w.abs().amax(1).clamp_min(1e-8) / INT8_WEIGHT_LEVELS).double()
     with warnings.catch_warnings():  # torch marks its eager quantization API deprecated; 2.13 (pinned here) has it
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message=r".*(deprecated|will be removed).*")
         q = torch.quantize_per_channel(w, scales, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
         return torch.ops.quantized.linear_prepack(q, bias.detach().float())
 
@@ -117,16 +141,23 @@ def int8_available() -> bool:
         return False
 
 
+_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # owner module -> {int8: [LeanLayer, ...]}
+_CACHE_LOCK = threading.Lock()
+
+
 def lean_layers(owner, layers, int8: bool = False) -> list[LeanLayer]:
-    """``LeanLayer`` views of ``layers``, made once and kept on ``owner`` (a module: MiniLM, or a head's tuned module)."""
-    key = "_gpt_demo_lean_int8" if int8 else "_gpt_demo_lean"
-    cached = owner.__dict__.get(key)
-    if cached is None or len(cached) != len(layers) or any(c._qkv[0] is not l.attention.self.query for c, l in zip(cached, layers)):
-        if int8 and not int8_available():
-            raise RuntimeError("forward='int8' needs torch's quantized CPU kernels (fbgemm), which this torch build lacks; use forward='lean'")
-        cached = [LeanLayer(layer, int8=int8) for layer in layers]
-        owner.__dict__[key] = cached
-    return cached
+    """``LeanLayer`` views of ``layers``, made once per ``owner`` (a module: MiniLM, or a head's tuned module).
+
+    Kept beside the module, not in it, so its pickling, ``deepcopy`` and ``state_dict`` never see them."""
+    with _CACHE_LOCK:
+        views = _CACHE.setdefault(owner, {})
+        cached = views.get(int8)
+        if cached is None or len(cached) != len(layers) or any(c._qkv[0] is not l.attention.self.query for c, l in zip(cached, layers)):
+            if int8 and not int8_available():
+                raise RuntimeError("forward='int8' needs torch's quantized CPU kernels (fbgemm), which this torch build lacks; "
+                                   "use forward='lean'")
+            cached = views[int8] = [LeanLayer(layer, int8=int8) for layer in layers]
+        return cached
 
 
 def padding_mask(attention_mask):
@@ -148,6 +179,8 @@ def run_layers(layers: Sequence[LeanLayer], h, mask, keep: bool = False):
 
 def embed_tokens(bert, inputs):
     """The embeddings layer's output (word + position + token type, layer norm) for tokenized ``inputs``."""
+    if bert.training:
+        raise RuntimeError("the lean forward is for inference; call .eval() on MiniLM first (its dropout would run here only)")
     return bert.embeddings(input_ids=inputs["input_ids"], token_type_ids=inputs.get("token_type_ids"))
 
 
@@ -166,4 +199,6 @@ def compare_with_transformers(texts: Sequence[str]) -> float:
         mask = padding_mask(inputs["attention_mask"])
         ours = run_layers(lean_layers(bert, bert.encoder.layer), embed_tokens(bert, inputs), mask, keep=True)
         keep = inputs["attention_mask"].bool()  # padded positions are not read by any pooling
+        if len(ref) != len(ours):
+            raise AssertionError(f"{len(ref)} hidden states from transformers, {len(ours)} from the lean layers")
         return max(float((a - b)[keep].abs().max()) for a, b in zip(ref, ours))
