@@ -37,8 +37,8 @@ __all__ = ["LeanLayer", "lean_layers", "padding_mask", "run_layers", "embed_toke
 class LeanLayer:
     """One ``BertLayer`` (self-attention, no cross-attention, GELU) as a callable ``(h, mask) -> h``.
 
-    ``int8``: its four matrix products in 8-bit integers (weights quantized per output row, activations
-    per call: torch's dynamic quantization kernels, fbgemm on x86), not the same numbers (see ``FORWARDS``).
+    ``int8``: its four matrix products in 8-bit integers (weights quantized once per output row in 7 bits,
+    activations per call: torch's dynamic-quantization kernels, fbgemm on x86): close numbers, not the same.
     """
 
     def __init__(self, layer, int8: bool = False):
