@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/moderation_eval.py --recipes v2 > v2.json & .venv/bin/python benchmarks/moderation_eval.py --recipes v3 > v3.json   # both, on 2 cores
     .venv/bin/python benchmarks/moderation_eval.py --recipes v1 v2 v3 # the first head's recipe too
     .venv/bin/python benchmarks/moderation_eval.py --recipes v3 v7-frozen   # the team's batch 4 measured: v3 beside v3 + batch 4, v7's frozen half (~15 min)
+    .venv/bin/python benchmarks/moderation_eval.py --recipes v7-frozen candidate --examples /tmp/mine.jsonl   # other team examples beside the shipped ones
     .venv/bin/python benchmarks/moderation_finetune.py                # the shipped (v7) recipe's leave-one-source-out (~92 min)
     .venv/bin/python benchmarks/moderation_eval.py --data-dir ../shared/data/moderation --cache-dir .cache/moderation
     .venv/bin/python benchmarks/moderation_eval.py --no-loso --head /tmp/v6.safetensors --thresholds /tmp/v6.json   # another head file (v6's: git show c9da6e3:...)
@@ -24,7 +25,8 @@ Prints a table on stderr and exactly one JSON line on stdout.
   the MLP + logistic-regression blend, the per-category look-alike rule, the team's examples of
   batches 1-2), ``v3`` the frozen-embedding head (v2 plus the team's batch 3 and at most ``lookalike_flag_rate``
   of the validation look-alikes flagged by any category), ``v7-frozen`` the frozen half of the shipped head (v3 plus the
-  team's batch 4: ``TrainConfig(tuned_layers=0)``). The shipped v7 recipe also fine-tunes MiniLM's top four layers
+  team's batch 4: ``TrainConfig(tuned_layers=0)``), ``candidate`` v7-frozen's settings with the team examples of ``--examples``
+  (the public folds train on them; the team fold still scores the shipped examples, so both recipes score the same rows). The shipped v7 recipe also fine-tunes MiniLM's top four layers
   in every fold, which takes ~92 minutes: ``benchmarks/moderation_finetune.py`` runs its folds, beside the frozen half's. ``xstest_fpr`` is the share of XSTest's
   250 safe prompts flagged by the head that never saw XSTest, at that head's thresholds.
 - ``test``: the shipped head (and the v3 one kept beside it, ``moderation_head_v3.safetensors``) on the held-out test
@@ -122,12 +124,12 @@ def examples_to_batch(examples: Path, last_batch: int, tmp: Path) -> Path:
     return path
 
 
-def recipes(base: TrainConfig, tmp: Path) -> dict[str, TrainConfig]:
+def recipes(base: TrainConfig, tmp: Path, candidate: Path | None = None) -> dict[str, TrainConfig]:
     """``v1``: the first head (features, label map, team examples of batch 1); ``v2``: the second head (batches 1-2,
     the per-category look-alike rule only, look-alikes weighted like any row); ``v3``: the frozen-embedding head (the shipped
     examples of batches 1-3, without tuned layers); ``v7-frozen``: the shipped defaults without tuned layers, so v3 plus the
-    team's batch 4 (insults of commenters, public figures and non-protected groups, and civil criticism of them).
-    None tunes MiniLM: ``moderation_finetune.py`` measures that."""
+    team's batch 4 (insults of commenters, public figures and non-protected groups, and civil criticism of them);
+    ``candidate`` (only with a ``candidate`` file): v7-frozen with those team examples instead. None tunes MiniLM: ``moderation_finetune.py`` measures that."""
     base = dataclasses.replace(base, tuned_layers=0, examples=base.examples or EXAMPLES_PATH)
 
     def examples(last_batch: int) -> Path:
@@ -136,7 +138,10 @@ def recipes(base: TrainConfig, tmp: Path) -> dict[str, TrainConfig]:
     v1 = dataclasses.replace(base, features=("emb",), label_map="v1", examples=examples(1), focal_gamma=0.0, hidden=256, blend=0.0,
                              lookalike_fpr=0.0, threshold_folds=5, lookalike_flag_rate=1.0, lookalike_weight=1.0)
     v2 = dataclasses.replace(base, examples=examples(2), lookalike_flag_rate=1.0, lookalike_weight=1.0)
-    return {"v1": v1, "v2": v2, "v3": dataclasses.replace(base, examples=examples(3)), "v7-frozen": base}
+    out = {"v1": v1, "v2": v2, "v3": dataclasses.replace(base, examples=examples(3)), "v7-frozen": base}
+    if candidate is not None:
+        out["candidate"] = dataclasses.replace(base, examples=candidate)
+    return out
 
 
 def loso(cfg: TrainConfig, eval_rows, x_cache, name: str) -> dict:
@@ -222,10 +227,16 @@ def main(argv=None) -> int:
     p.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out runs")
     p.add_argument("--forward", default="lean", choices=FORWARDS,
                    help="how MiniLM's layers run for the test split, false positives and latency (ModerationConfig.forward)")
-    p.add_argument("--recipes", nargs="*", default=["v7-frozen"], choices=["v1", "v2", "v3", "v7-frozen"],
-                   help="LOSO recipes to run (v7-frozen: the shipped defaults without tuned layers, v3 plus the team's batch 4)")
+    p.add_argument("--recipes", nargs="*", default=["v7-frozen"], choices=["v1", "v2", "v3", "v7-frozen", "candidate"],
+                   help="LOSO recipes to run (v7-frozen: the shipped defaults without tuned layers, v3 plus the team's batch 4; "
+                        "candidate: v7-frozen with the team examples of --examples)")
+    p.add_argument("--examples", type=Path, help="team examples JSONL for the candidate recipe (the shipped file's format)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training the LOSO heads")
     args = p.parse_args(argv)
+    if ("candidate" in args.recipes) != (args.examples is not None):
+        p.error("--recipes candidate and --examples FILE go together")
+    if args.examples is not None and not args.examples.is_file():
+        p.error(f"--examples {args.examples}: no such file")
     t0 = time.time()
 
     report = json.loads(Path(args.thresholds).read_text())
@@ -248,7 +259,7 @@ def main(argv=None) -> int:
     if not args.no_loso:  # first: it reads no shipped file, so a retrained head can be put in place meanwhile
         eval_rows = load_rows(dataclasses.replace(cfg, label_map="v2"))
         with tempfile.TemporaryDirectory() as tmp:
-            all_recipes = recipes(cfg, Path(tmp))
+            all_recipes = recipes(cfg, Path(tmp), args.examples)
             for name in args.recipes:
                 log(f"leave-one-source-out, recipe {name}")
                 loso_out[name] = loso(all_recipes[name], eval_rows, x_cache, name)
@@ -294,6 +305,8 @@ def main(argv=None) -> int:
 
     if loso_out:
         out["loso"] = loso_out
+        if args.examples is not None:
+            out["candidate_examples"] = str(args.examples)
 
     out["seconds"] = round(time.time() - t0, 1)
     table(out)
@@ -303,13 +316,13 @@ def main(argv=None) -> int:
 
 def table(out: dict) -> None:
     lo = out.get("loso", {})
-    names = [n for n in ("v1", "v2", "v3", "v7-frozen") if n in lo]
+    names = [n for n in ("v1", "v2", "v3", "v7-frozen", "candidate") if n in lo]
     if names:
         log("\nleave-one-source-out AUPRC (pooled over the public sources)")
         log("| category | " + " | ".join(names) + " |")
         for c in CATEGORIES:
             log(f"| {c} | " + " | ".join(fmt(lo[n]["pooled"][c]) for n in names) + " |")
-        for key in ("macro", "overall", "xstest_fpr"):
+        for key in ("macro", "overall", "xstest_fpr", "gpt_demo_hard_negative_fpr"):
             log(f"| {key} | " + " | ".join(fmt(lo[n][key]) for n in names) + " |")
     log("\ntest split: AUPRC / F1 at the shipped thresholds")
     for name, t in out["test"].items():

@@ -721,6 +721,38 @@ def test_the_v3_recipe_is_the_shipped_examples_without_batch_4(tmp_path):
     assert hashlib.sha256(b"".join(lines[:-len(extra)])).hexdigest() == v6
 
 
+def test_the_candidate_recipe_is_v7_frozen_with_other_examples(tmp_path, capsys):
+    """``moderation_eval.py --recipes v7-frozen candidate --examples F``: the same settings, only the team file differs;
+    the batch-5 candidate file holds new texts only, each with its purpose, in the shipped file's format."""
+    import dataclasses
+    import importlib.util
+
+    from gpt_demo.moderation.config import EXAMPLES_PATH, REPO_ROOT, TrainConfig
+    from gpt_demo.moderation.train import _norm, read_jsonl
+
+    spec = importlib.util.spec_from_file_location("moderation_eval", REPO_ROOT / "benchmarks" / "moderation_eval.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    candidate = REPO_ROOT / "benchmarks" / "data" / "moderation_examples_batch5.jsonl"
+    got = bench.recipes(TrainConfig(), tmp_path, candidate)
+    assert got["candidate"].examples == candidate and "candidate" not in bench.recipes(TrainConfig(), tmp_path)
+    assert dataclasses.replace(got["candidate"], examples=EXAMPLES_PATH) == got["v7-frozen"]
+    rows, shipped = read_jsonl(candidate), read_jsonl(EXAMPLES_PATH)
+    assert len(rows) == 104 and {r["meta"]["batch"] for r in rows} == {5} and {r["source"] for r in rows} == {"gpt-demo"}
+    assert {r["meta"]["group"] for r in rows} == {"v5", "h4", "neg6"} and all(r["meta"]["purpose"] for r in rows)
+    assert all(set(r["labels"]) == {"S", "H", "V", "HR", "SH", "S3", "H2", "V2"} for r in rows)
+    assert all(r["labels"]["H2"] <= r["labels"]["H"] and r["labels"]["H2"] <= r["labels"]["V"] for r in rows)  # H2 implies H and V
+    assert len({r["id"] for r in rows + shipped}) == len(rows) + len(shipped)
+    texts = {_norm(r["text"]) for r in rows}
+    assert len(texts) == len(rows) and not texts & {_norm(r["text"]) for r in shipped}
+    with pytest.raises(SystemExit) as exc:  # the flag and the recipe go together
+        bench.main(["--recipes", "candidate"])
+    assert exc.value.code == 2 and "--recipes candidate and --examples FILE go together" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--recipes", "candidate", "--examples", str(tmp_path / "absent.jsonl")])
+    assert "absent.jsonl: no such file" in capsys.readouterr().err
+
+
 def test_finetune_benchmark_refuses_a_batch_the_examples_lack(capsys):
     import importlib.util
 
